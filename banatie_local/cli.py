@@ -1,0 +1,362 @@
+"""The ``banatie-local`` command line: a thin layer over the same services as the API.
+
+Every command accepts ``--config`` and ``--data-dir`` (before or after its name),
+every command that prints data accepts ``--json``, and failures exit non-zero with
+one sentence on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from banatie_local import __version__
+from banatie_local.config import ConfigError, Settings, load_settings
+from banatie_local.db.migrations import MigrationError
+from banatie_local.errors import ApiError
+from banatie_local.services.container import InitResult, Services, initialize, open_services
+from banatie_local.services.keys import KEY_TYPES, MAX_EXPIRY_DAYS, created_key_to_dict, key_to_dict
+from banatie_local.services.projects import (
+    MAX_SCOPE_GENERATION_LIMIT,
+    parse_project_path,
+    project_to_dict,
+)
+from banatie_local.storage import StorageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+_META = "banatie_local.cli"
+
+
+class AppGroup(click.Group):
+    """Turns the appliance's own errors into one clear sentence and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ApiError as exc:
+            raise click.ClickException(exc.message) from exc
+        except (ConfigError, MigrationError, StorageError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None:
+        ctx.meta.setdefault(_META, {})[param.name] = value
+    return value
+
+
+def common_options(func: F) -> F:
+    """``--config`` and ``--data-dir``, accepted on the group and on every command."""
+    func = click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False),
+        expose_value=False,
+        callback=_remember,
+        help="Data directory (default: $BANATIE_DATA_DIR, else ./banatie-data).",
+    )(func)
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        expose_value=False,
+        callback=_remember,
+        help="TOML config file (default: $BANATIE_CONFIG, else ./banatie.toml if present).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")(func)
+
+
+def load(overrides: dict[str, Any] | None = None) -> Settings:
+    """The settings for this invocation: file, environment, then flags."""
+    meta = click.get_current_context().meta.get(_META, {})
+    return load_settings(meta.get("config_file"), meta.get("data_dir"), overrides)
+
+
+@contextmanager
+def opened(overrides: dict[str, Any] | None = None) -> Iterator[Services]:
+    services = open_services(load(overrides))
+    try:
+        yield services
+    finally:
+        services.close()
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    text = [[("-" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in text)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in text:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# --------------------------------------------------------------------------- #
+
+
+@click.group(cls=AppGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@common_options
+@click.version_option(__version__, prog_name="banatie-local")
+def cli() -> None:
+    """banatie-local: the Banatie v1 image API, self-hosted on this machine."""
+
+
+def _print_init(result: InitResult, settings: Settings, as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            {
+                "dataDir": str(settings.data_dir),
+                "createdProject": result.created_project,
+                "masterKey": result.master_key,
+                "projectKey": result.project_key,
+            }
+        )
+        return
+    if result.master_key and result.project_key:
+        click.echo("Created project default/default. These keys are shown only this once:")
+        click.echo(f"  master key  (admin, /api/admin): {result.master_key}")
+        click.echo(f"  project key (API, /api/v1):      {result.project_key}")
+        click.echo(
+            f'Try: curl -H "X-API-Key: {result.project_key}" '
+            f"{settings.public_base_url}/api/v1/project"
+        )
+    elif result.created_project:
+        click.echo("Created project default/default (no keys; use the bootstrap route).")
+    else:
+        click.echo(f"Already initialised in {settings.data_dir}.")
+
+
+@cli.command()
+@common_options
+@click.option(
+    "--no-keys",
+    is_flag=True,
+    help="Create no keys, so the first master key comes from POST /api/bootstrap/initial-key.",
+)
+@json_option
+def init(no_keys: bool, as_json: bool) -> None:
+    """Create the data directory, database, default project and first keys.
+
+    Safe to run again: an initialised data directory is left as it is, and keys
+    are only made while none exist.
+    """
+    with opened() as services:
+        result = initialize(services, create_keys=not no_keys)
+        _print_init(result, services.settings, as_json)
+
+
+@cli.command()
+@common_options
+@click.option("--host", help="Bind address (server.host).")
+@click.option("--port", type=int, help="TCP port (server.port).")
+@click.option("--no-keys", is_flag=True, help="On first run, create no keys (see init).")
+def serve(host: str | None, port: int | None, no_keys: bool) -> None:
+    """Initialise on first run, then serve the API until Ctrl-C or SIGTERM."""
+    from banatie_local.http import create_app
+
+    settings = load({"server.host": host, "server.port": port})
+    configure_logging(settings.log.level)
+    services = open_services(settings)
+    _print_init(initialize(services, create_keys=not no_keys), settings, as_json=False)
+    app = create_app(settings, services)
+    click.echo(
+        f"banatie-local {__version__} serving on {settings.public_base_url} "
+        f"(provider: {settings.provider_name}, storage: {services.storage.name}, "
+        f"data: {settings.data_dir})"
+    )
+    try:
+        app.run(
+            host=settings.server.host,
+            port=settings.server.port,
+            single_process=True,
+            access_log=settings.server.access_log,
+            motd=False,
+        )
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {settings.server.host}:{settings.server.port}: "
+            f"{exc.strerror or exc}."
+        ) from exc
+    finally:
+        services.close()
+    click.echo("banatie-local stopped.")
+
+
+# --------------------------------------------------------------------------- keys
+
+
+@cli.group(cls=AppGroup)
+@common_options
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@common_options
+@click.option("--type", "key_type", type=click.Choice(KEY_TYPES), required=True)
+@click.option("--org", "org_slug", help="Organization slug (project keys; default 'default').")
+@click.option("--project", "project_slug", help="Project slug (project keys; default 'default').")
+@click.option("--name", help="A label to recognise the key by.")
+@click.option(
+    "--expires-in-days", type=click.IntRange(1, MAX_EXPIRY_DAYS), help="Expire after N days."
+)
+@json_option
+def keys_create(
+    key_type: str,
+    org_slug: str | None,
+    project_slug: str | None,
+    name: str | None,
+    expires_in_days: int | None,
+    as_json: bool,
+) -> None:
+    """Create a key and print it. The key is shown this once and never again.
+
+    Unknown organization or project slugs are created.
+    """
+    with opened() as services:
+        created = services.keys.create(key_type, org_slug, project_slug, name, expires_in_days)
+    if as_json:
+        emit_json(created_key_to_dict(created))
+        return
+    click.echo(created.plaintext)
+    click.echo(
+        f"{key_type} key {created.owner.key.id} created; store it now, it cannot be shown again.",
+        err=True,
+    )
+
+
+@keys.command("list")
+@common_options
+@json_option
+def keys_list(as_json: bool) -> None:
+    """List keys (prefixes only; the keys themselves are never stored)."""
+    with opened() as services:
+        owners, _ = services.keys.list(limit=1_000_000, offset=0)
+        rows = [key_to_dict(owner) for owner in owners]
+    if as_json:
+        emit_json(rows)
+    else:
+        cols = ["id", "type", "keyPrefix", "organizationSlug", "projectSlug", "name", "isActive"]
+        emit_table(rows, [*cols, "expiresAt", "lastUsedAt"])
+
+
+@keys.command("revoke")
+@common_options
+@click.argument("key_id")
+@json_option
+def keys_revoke(key_id: str, as_json: bool) -> None:
+    """Revoke a key by id; requests with it fail from then on. Cannot be undone."""
+    with opened() as services:
+        record = services.keys.revoke(key_id)
+    if as_json:
+        emit_json({"id": record.id, "isActive": False})
+    else:
+        click.echo(f"revoked {record.id}")
+
+
+# ----------------------------------------------------------------------- projects
+
+
+@cli.group(cls=AppGroup)
+@common_options
+def projects() -> None:
+    """List, create and configure projects."""
+
+
+@projects.command("list")
+@common_options
+@json_option
+def projects_list(as_json: bool) -> None:
+    """List projects, newest first."""
+    with opened() as services:
+        rows = [project_to_dict(ref.organization, ref.project) for ref in services.projects.list()]
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(
+            rows,
+            ["organizationSlug", "slug", "allowNewLiveScopes", "newLiveScopesGenerationLimit"],
+        )
+
+
+@projects.command("create")
+@common_options
+@click.argument("path", metavar="ORG/PROJECT")
+@json_option
+def projects_create(path: str, as_json: bool) -> None:
+    """Create a project (and its organization if new). Creates no key."""
+    with opened() as services:
+        org_slug, project_slug = parse_project_path(path)
+        ref = services.projects.create(org_slug, project_slug)
+        data = project_to_dict(ref.organization, ref.project)
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(f"created project {org_slug}/{project_slug} ({data['id']})")
+
+
+@projects.command("update")
+@common_options
+@click.argument("path", metavar="ORG/PROJECT")
+@click.option(
+    "--allow-new-scopes/--no-allow-new-scopes",
+    default=None,
+    help="Whether live URLs may create new scopes in this project.",
+)
+@click.option(
+    "--scope-limit",
+    type=click.IntRange(0, MAX_SCOPE_GENERATION_LIMIT),
+    help="Generation limit given to newly created live scopes.",
+)
+@json_option
+def projects_update(
+    path: str, allow_new_scopes: bool | None, scope_limit: int | None, as_json: bool
+) -> None:
+    """Change a project's live settings; options left out keep their value."""
+    with opened() as services:
+        ref = services.projects.get(*parse_project_path(path))
+        project = services.projects.update_settings(ref.project, allow_new_scopes, scope_limit)
+        data = project_to_dict(ref.organization, project)
+    if as_json:
+        emit_json(data)
+    else:
+        emit_table(
+            [data],
+            ["organizationSlug", "slug", "allowNewLiveScopes", "newLiveScopesGenerationLimit"],
+        )
+
+
+@cli.command()
+@common_options
+@json_option
+def version(as_json: bool) -> None:
+    """Print the version."""
+    if as_json:
+        emit_json({"name": "banatie-local", "version": __version__})
+    else:
+        click.echo(f"banatie-local {__version__}")
+
+
+def main() -> None:
+    cli(prog_name="banatie-local")

@@ -1,0 +1,455 @@
+"""Settings: one declarative table, read from TOML, then environment, then flags.
+
+Every setting is declared exactly once, as a field of a section dataclass below,
+with its default, its help line and its bounds. The TOML loader, the environment
+reader (``BANATIE_<SECTION>_<KEY>``), the CLI flag overrides, ``config.example.toml``
+and the documentation test all walk the same table, so they cannot drift apart.
+A bad value stops startup with one sentence that names the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "BANATIE_"
+DEFAULT_CONFIG_NAME = "banatie.toml"
+DEFAULT_DATA_DIR = "banatie-data"
+
+
+class ConfigError(Exception):
+    """A setting or the config file is unusable; the message is one sentence."""
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] = (),
+    minimum: float | None = None,
+    maximum: float | None = None,
+    secret: bool = False,
+) -> Any:
+    """Declare one setting: its default, help line and bounds."""
+    meta = {
+        "help": help,
+        "choices": choices,
+        "minimum": minimum,
+        "maximum": maximum,
+        "secret": secret,
+    }
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = setting("127.0.0.1", "Address to bind; 0.0.0.0 listens on every interface")
+    port: int = setting(3000, "TCP port to listen on", minimum=1, maximum=65535)
+    public_base_url: str = setting("", 'Base of every storageUrl; "" means http://{host}:{port}')
+    trusted_proxies: tuple[str, ...] = setting(
+        (), "Peers (IPs or CIDRs) whose X-Forwarded-For header is believed"
+    )
+    max_upload_mb: float = setting(
+        5.0, "Largest accepted upload in megabytes", minimum=0.01, maximum=1024
+    )
+    request_timeout: float = setting(
+        60.0, "Seconds a client may take to send its request", minimum=1, maximum=3600
+    )
+    access_log: bool = setting(False, "Log one line per request")
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    backend: str = setting("local", "Where image files live", choices=("local", "minio"))
+    minio_endpoint: str = setting("", "S3 endpoint as host:port (minio backend)")
+    minio_access_key: str = setting("", "S3 access key (minio backend)", secret=True)
+    minio_secret_key: str = setting("", "S3 secret key (minio backend)", secret=True)
+    minio_bucket: str = setting("banatie", "S3 bucket, created if missing (minio backend)")
+    minio_secure: bool = setting(False, "Use HTTPS to reach the S3 endpoint")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    provider: str = setting(
+        "auto",
+        "auto (gemini if a key is set, else offline), gemini or offline",
+        choices=("auto", "gemini", "offline"),
+    )
+    gemini_api_key: str = setting("", "Gemini API key; also read from GEMINI_API_KEY", secret=True)
+    gemini_base_url: str = setting("", "Override the Gemini endpoint (proxies, tests)")
+    image_model: str = setting("gemini-2.5-flash-image", "Gemini model that draws images")
+    text_model: str = setting("gemini-2.5-flash", "Gemini model that enhances prompts")
+    timeout_seconds: float = setting(
+        120.0, "Seconds allowed for one provider call", minimum=1, maximum=3600
+    )
+    max_retries: int = setting(2, "Retries on provider 429/5xx answers", minimum=0, maximum=10)
+
+
+@dataclass(frozen=True)
+class LimitsSettings:
+    requests_per_hour: int = setting(
+        1000, "Requests per project key per rolling hour; 0 turns the limit off", minimum=0
+    )
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    new_generations_per_ip_per_hour: int = setting(
+        10, "Live-URL cache misses per client IP per hour; 0 turns the limit off", minimum=0
+    )
+    memory_cache_mb: int = setting(
+        256, "In-memory cache for hot image bytes, in megabytes", minimum=0, maximum=65536
+    )
+
+
+@dataclass(frozen=True)
+class CdnSettings:
+    max_age: int = setting(31536000, "Cache-Control max-age (seconds) on image routes", minimum=0)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = setting("info", "Log level", choices=("debug", "info", "warning", "error"))
+
+
+SECTIONS: dict[str, type] = {
+    "server": ServerSettings,
+    "storage": StorageSettings,
+    "generation": GenerationSettings,
+    "limits": LimitsSettings,
+    "live": LiveSettings,
+    "cdn": CdnSettings,
+    "log": LogSettings,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration of one appliance."""
+
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    config_file: Path | None = None
+    server: ServerSettings = field(default_factory=ServerSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    live: LiveSettings = field(default_factory=LiveSettings)
+    cdn: CdnSettings = field(default_factory=CdnSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "banatie.db"
+
+    @property
+    def storage_root(self) -> Path:
+        return self.data_dir / "storage"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.server.max_upload_mb * 1024 * 1024)
+
+    @property
+    def public_base_url(self) -> str:
+        if self.server.public_base_url:
+            return self.server.public_base_url.rstrip("/")
+        host = self.server.host
+        # A wildcard bind address is not something a browser can reach.
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - comparing, not binding
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.server.port}"
+
+    @property
+    def provider_name(self) -> str:
+        """The provider that ``generation.provider`` selects."""
+        choice = self.generation.provider
+        if choice == "auto":
+            return "gemini" if self.generation.gemini_api_key else "offline"
+        return choice
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One row of the settings table."""
+
+    section: str
+    key: str
+    type: Any
+    default: Any
+    help: str
+    choices: tuple[str, ...]
+    minimum: float | None
+    maximum: float | None
+    secret: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+    @property
+    def env_var(self) -> str:
+        return f"{ENV_PREFIX}{self.section}_{self.key}".upper()
+
+
+def settings_table() -> Iterator[SettingSpec]:
+    """Every setting, in declaration order."""
+    for section, cls in SECTIONS.items():
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            default = f.default if f.default is not MISSING else None
+            yield SettingSpec(
+                section=section,
+                key=f.name,
+                type=hints[f.name],
+                default=default,
+                help=f.metadata["help"],
+                choices=f.metadata["choices"],
+                minimum=f.metadata["minimum"],
+                maximum=f.metadata["maximum"],
+                secret=f.metadata["secret"],
+            )
+
+
+# --------------------------------------------------------------------------- #
+# coercion and validation
+# --------------------------------------------------------------------------- #
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _from_text(spec: SettingSpec, raw: str) -> Any:
+    """Turn an environment string into a TOML-like value for ``_coerce``."""
+    if spec.type is bool:
+        low = raw.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        return raw
+    if spec.type is int:
+        try:
+            return int(raw.strip())
+        except ValueError:
+            return raw
+    if spec.type is float:
+        try:
+            return float(raw.strip())
+        except ValueError:
+            return raw
+    if spec.type == tuple[str, ...]:
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                return raw
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return raw
+
+
+def _describe(spec: SettingSpec) -> str:
+    if spec.choices:
+        return "one of " + ", ".join(repr(c) for c in spec.choices)
+    kind = {
+        bool: "true or false",
+        int: "a whole number",
+        float: "a number",
+        str: "a string",
+    }.get(spec.type, "a list of strings")
+    if spec.minimum is not None and spec.maximum is not None:
+        return f"{kind} from {_num(spec.minimum)} to {_num(spec.maximum)}"
+    if spec.minimum is not None:
+        return f"{kind} of at least {_num(spec.minimum)}"
+    return kind
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _coerce(spec: SettingSpec, value: Any, origin: str) -> Any:
+    bad = ConfigError(f"setting {spec.name} must be {_describe(spec)}, got {value!r} ({origin}).")
+    if spec.type is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if spec.type is int or spec.type is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        if spec.type is int and not float(value).is_integer():
+            raise bad
+        value = spec.type(value)
+        if spec.minimum is not None and value < spec.minimum:
+            raise bad
+        if spec.maximum is not None and value > spec.maximum:
+            raise bad
+        return value
+    if spec.type is str:
+        if not isinstance(value, str) or (spec.choices and value not in spec.choices):
+            raise bad
+        return value
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise bad
+    return tuple(value)
+
+
+def _check_cross_fields(settings: Settings) -> None:
+    for entry in settings.server.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"setting server.trusted_proxies has {entry!r}, which is not an IP "
+                "address or network."
+            ) from None
+    url = settings.server.public_base_url
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"setting server.public_base_url must start with http:// or https://, got {url!r}."
+        )
+    if settings.storage.backend == "minio" and not settings.storage.minio_endpoint:
+        raise ConfigError(
+            "setting storage.minio_endpoint is required when storage.backend is 'minio'."
+        )
+
+
+# --------------------------------------------------------------------------- #
+# loading
+# --------------------------------------------------------------------------- #
+
+
+def find_config_file(
+    explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> Path | None:
+    """``--config``, else ``$BANATIE_CONFIG``, else ``./banatie.toml`` if present."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist.")
+        return path
+    from_env = environ.get("BANATIE_CONFIG")
+    if from_env:
+        path = Path(from_env)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} (from BANATIE_CONFIG) does not exist.")
+        return path
+    default = Path(DEFAULT_CONFIG_NAME)
+    return default if default.is_file() else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}.") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}.") from None
+
+
+def _toml_values(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    known = {spec.name: spec for spec in settings_table()}
+    values: dict[str, Any] = {}
+    for section, table in doc.items():
+        if section not in SECTIONS or not isinstance(table, dict):
+            raise ConfigError(f"config file {path} has an unknown section [{section}].")
+        for key, value in table.items():
+            name = f"{section}.{key}"
+            if name not in known:
+                raise ConfigError(f"config file {path} has an unknown setting {name}.")
+            values[name] = _coerce(known[name], value, f"from {path}")
+    return values
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the effective settings: defaults < TOML < environment < overrides.
+
+    ``overrides`` maps ``section.key`` to a value, as the CLI flags pass them.
+    """
+    env = os.environ if environ is None else environ
+    path = find_config_file(config_file, env)
+    values = _toml_values(_read_toml(path), path) if path else {}
+    for spec in settings_table():
+        raw = env.get(spec.env_var)
+        if raw is None and spec.name == "generation.gemini_api_key":
+            raw = env.get("GEMINI_API_KEY") or None
+        if raw is not None:
+            values[spec.name] = _coerce(spec, _from_text(spec, raw), f"from {spec.env_var}")
+    specs = {spec.name: spec for spec in settings_table()}
+    for name, value in (overrides or {}).items():
+        if name not in specs:
+            raise ConfigError(f"unknown setting {name}.")
+        if value is not None:
+            values[name] = _coerce(specs[name], value, "from the command line")
+    chosen_dir = data_dir or env.get("BANATIE_DATA_DIR") or DEFAULT_DATA_DIR
+    settings = Settings(data_dir=Path(chosen_dir), config_file=path)
+    settings = with_values(settings, values)
+    _check_cross_fields(settings)
+    return settings
+
+
+def with_values(settings: Settings, values: Mapping[str, Any]) -> Settings:
+    """A copy of ``settings`` with ``section.key`` values replaced (already valid)."""
+    by_section: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        section, key = name.split(".", 1)
+        by_section.setdefault(section, {})[key] = value
+    changes = {
+        section: replace(getattr(settings, section), **keys) for section, keys in by_section.items()
+    }
+    return replace(settings, **changes)
+
+
+# --------------------------------------------------------------------------- #
+# config.example.toml
+# --------------------------------------------------------------------------- #
+
+
+def _toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return _num(value) if isinstance(value, float) and value.is_integer() else str(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def render_example_toml() -> str:
+    """The text of ``config.example.toml``: every setting, default and help line."""
+    lines = [
+        "# banatie-local configuration: every setting with its default.",
+        "# Copy to banatie.toml (or pass --config FILE) and change what you need.",
+        "# Each key can also be set by the environment as BANATIE_<SECTION>_<KEY>,",
+        "# for example BANATIE_SERVER_PORT=3100; flags override both.",
+        "# Generated from banatie_local/config.py: python -m banatie_local.config",
+    ]
+    current = ""
+    for spec in settings_table():
+        if spec.section != current:
+            current = spec.section
+            lines += ["", f"[{current}]"]
+        default = spec.default
+        if isinstance(default, float) and default.is_integer():
+            default = int(default)
+        lines.append(f"# {spec.help}. Env: {spec.env_var}")
+        lines.append(f"{spec.key} = {_toml_literal(default)}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - regeneration helper
+    print(render_example_toml(), end="")

@@ -1,0 +1,1 @@
+"""SQLite through Peewee: models, connection pragmas, recorded migrations."""

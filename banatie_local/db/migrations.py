@@ -1,0 +1,198 @@
+"""Schema migrations, recorded in ``schema_migrations``.
+
+Each migration is a fixed list of SQL statements, never derived from the models, so
+an old database is upgraded exactly as it would have been on the day it was made.
+A test checks that the migrated schema has every column the models use.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from peewee import SqliteDatabase
+
+log = logging.getLogger(__name__)
+
+
+class MigrationError(Exception):
+    """The database cannot be brought to the schema this version expects."""
+
+
+_INITIAL: Final = [
+    """CREATE TABLE organizations (
+        id TEXT PRIMARY KEY,
+        slug TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL)""",
+    """CREATE TABLE projects (
+        id TEXT PRIMARY KEY,
+        organization_id TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+        slug TEXT NOT NULL,
+        name TEXT NOT NULL,
+        allow_new_live_scopes INTEGER NOT NULL DEFAULT 1,
+        new_live_scopes_generation_limit INTEGER NOT NULL DEFAULT 30,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (organization_id, slug))""",
+    """CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        key_hash TEXT NOT NULL UNIQUE,
+        key_prefix TEXT NOT NULL,
+        type TEXT NOT NULL CHECK (type IN ('master', 'project')),
+        organization_id TEXT REFERENCES organizations(id) ON DELETE CASCADE,
+        project_id TEXT REFERENCES projects(id) ON DELETE CASCADE,
+        name TEXT,
+        is_active INTEGER NOT NULL DEFAULT 1,
+        expires_at INTEGER,
+        last_used_at INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        CHECK (type = 'master' OR project_id IS NOT NULL))""",
+    "CREATE INDEX api_keys_created ON api_keys (created_at)",
+    "CREATE INDEX api_keys_project ON api_keys (project_id)",
+    """CREATE TABLE flows (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        meta TEXT NOT NULL DEFAULT '{}',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL)""",
+    "CREATE INDEX flows_project_created ON flows (project_id, created_at)",
+    # generations.flow_id and images.flow_id carry no foreign key on purpose: a flow id
+    # is announced before its row exists (API.md §2), and the row adopts them later.
+    """CREATE TABLE generations (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        flow_id TEXT,
+        api_key_id TEXT REFERENCES api_keys(id) ON DELETE SET NULL,
+        prompt TEXT NOT NULL,
+        original_prompt TEXT,
+        user_prompt TEXT NOT NULL,
+        auto_enhance INTEGER NOT NULL DEFAULT 1,
+        enhancement_template TEXT NOT NULL DEFAULT 'general',
+        aspect_ratio TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'processing', 'success', 'failed')),
+        output_image_id TEXT REFERENCES images(id) ON DELETE SET NULL,
+        output_alias TEXT,
+        output_flow_alias TEXT,
+        processing_time_ms INTEGER,
+        retry_count INTEGER NOT NULL DEFAULT 0,
+        error_message TEXT,
+        meta TEXT NOT NULL DEFAULT '{}',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL)""",
+    "CREATE INDEX generations_project_created ON generations (project_id, created_at)",
+    "CREATE INDEX generations_project_flow ON generations (project_id, flow_id, created_at)",
+    "CREATE INDEX generations_project_status ON generations (project_id, status, created_at)",
+    "CREATE INDEX generations_output_image ON generations (output_image_id)",
+    """CREATE TABLE images (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        flow_id TEXT,
+        generation_id TEXT REFERENCES generations(id) ON DELETE SET NULL,
+        storage_key TEXT NOT NULL UNIQUE,
+        mime_type TEXT NOT NULL,
+        file_size INTEGER NOT NULL,
+        file_hash TEXT NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        source TEXT NOT NULL CHECK (source IN ('generated', 'uploaded')),
+        alias TEXT,
+        focal_x REAL,
+        focal_y REAL,
+        meta TEXT NOT NULL DEFAULT '{}',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (project_id, alias))""",
+    "CREATE INDEX images_project_created ON images (project_id, created_at)",
+    "CREATE INDEX images_project_flow ON images (project_id, flow_id, source, created_at)",
+    "CREATE INDEX images_project_source ON images (project_id, source, created_at)",
+    "CREATE INDEX images_generation ON images (generation_id)",
+    """CREATE TABLE generation_references (
+        generation_id TEXT NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        alias TEXT,
+        PRIMARY KEY (generation_id, position))""",
+    "CREATE INDEX generation_references_image ON generation_references (image_id)",
+    """CREATE TABLE flow_aliases (
+        flow_id TEXT NOT NULL REFERENCES flows(id) ON DELETE CASCADE,
+        alias TEXT NOT NULL,
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (flow_id, alias))""",
+    "CREATE INDEX flow_aliases_image ON flow_aliases (image_id)",
+    """CREATE TABLE live_scopes (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        slug TEXT NOT NULL,
+        allow_new_generations INTEGER NOT NULL DEFAULT 1,
+        new_generations_limit INTEGER NOT NULL DEFAULT 30,
+        meta TEXT NOT NULL DEFAULT '{}',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (project_id, slug))""",
+    "CREATE INDEX live_scopes_project_created ON live_scopes (project_id, created_at)",
+    """CREATE TABLE live_cache_entries (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        scope_id TEXT NOT NULL REFERENCES live_scopes(id) ON DELETE CASCADE,
+        cache_key TEXT NOT NULL UNIQUE,
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        generation_id TEXT REFERENCES generations(id) ON DELETE SET NULL,
+        prompt TEXT NOT NULL,
+        aspect_ratio TEXT NOT NULL,
+        auto_enhance INTEGER NOT NULL,
+        template TEXT NOT NULL,
+        hit_count INTEGER NOT NULL DEFAULT 0,
+        last_hit_at INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL)""",
+    "CREATE INDEX live_cache_scope_created ON live_cache_entries (scope_id, created_at)",
+    "CREATE INDEX live_cache_image ON live_cache_entries (image_id)",
+    # Files whose removal failed after their row was deleted; `purge orphans` retries.
+    """CREATE TABLE orphan_files (
+        storage_key TEXT PRIMARY KEY,
+        error TEXT NOT NULL,
+        created_at INTEGER NOT NULL)""",
+]
+
+MIGRATIONS: Final[list[tuple[int, str, list[str]]]] = [
+    (1, "initial schema", _INITIAL),
+]
+
+LATEST_VERSION: Final = MIGRATIONS[-1][0]
+
+
+def current_version(db: SqliteDatabase) -> int:
+    db.execute_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+    )
+    row = db.execute_sql("SELECT MAX(version) FROM schema_migrations").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(db: SqliteDatabase, now_us: int) -> list[int]:
+    """Apply every pending migration, each in its own transaction; return their versions."""
+    version = current_version(db)
+    if version > LATEST_VERSION:
+        raise MigrationError(
+            f"the database is at schema version {version}, newer than this release "
+            f"understands ({LATEST_VERSION}); upgrade banatie-local."
+        )
+    applied = []
+    for number, name, statements in MIGRATIONS:
+        if number <= version:
+            continue
+        with db.atomic():
+            for statement in statements:
+                db.execute_sql(statement)
+            db.execute_sql(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (number, name, now_us),
+            )
+        log.info("applied database migration %d (%s)", number, name)
+        applied.append(number)
+    return applied

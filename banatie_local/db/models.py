@@ -1,0 +1,229 @@
+"""Peewee models over the tables that ``migrations.py`` creates.
+
+Timestamps are integer epoch microseconds (see ``clock.Clock``); JSON columns hold
+objects. Columns that point at rows which may not exist yet (a lazily created flow)
+or that form a cycle (generation <-> output image) are plain text ids here; the
+foreign keys themselves live in the SQL schema.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from peewee import (
+    BigIntegerField,
+    BooleanField,
+    DatabaseProxy,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+database = DatabaseProxy()
+
+
+class JSONField(TextField):
+    """A JSON object stored as text."""
+
+    def db_value(self, value: Any) -> str:
+        return json.dumps(value if value is not None else {}, separators=(",", ":"))
+
+    def python_value(self, value: Any) -> Any:
+        return json.loads(value) if value else {}
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Organization(BaseModel):
+    id = TextField(primary_key=True)
+    slug = TextField(unique=True)
+    name = TextField()
+    created_at = BigIntegerField()
+    updated_at = BigIntegerField()
+
+    class Meta:
+        table_name = "organizations"
+
+
+class Project(BaseModel):
+    organization_id: str  # set by the foreign key below
+    id = TextField(primary_key=True)
+    organization = ForeignKeyField(Organization, column_name="organization_id", on_delete="CASCADE")
+    slug = TextField()
+    name = TextField()
+    allow_new_live_scopes = BooleanField(default=True)
+    new_live_scopes_generation_limit = IntegerField(default=30)
+    created_at = BigIntegerField()
+    updated_at = BigIntegerField()
+
+    class Meta:
+        table_name = "projects"
+
+
+class ApiKey(BaseModel):
+    organization_id: str | None  # set by the foreign keys below
+    project_id: str | None
+    id = TextField(primary_key=True)
+    key_hash = TextField(unique=True)
+    key_prefix = TextField()
+    type = TextField()
+    organization = ForeignKeyField(
+        Organization, column_name="organization_id", null=True, on_delete="CASCADE"
+    )
+    project = ForeignKeyField(Project, column_name="project_id", null=True, on_delete="CASCADE")
+    name = TextField(null=True)
+    is_active = BooleanField(default=True)
+    expires_at = BigIntegerField(null=True)
+    last_used_at = BigIntegerField(null=True)
+    created_at = BigIntegerField()
+    updated_at = BigIntegerField()
+
+    class Meta:
+        table_name = "api_keys"
+
+
+class Flow(BaseModel):
+    id = TextField(primary_key=True)
+    project_id = TextField()
+    meta = JSONField(default=dict)
+    created_at = BigIntegerField()
+    updated_at = BigIntegerField()
+
+    class Meta:
+        table_name = "flows"
+
+
+class Generation(BaseModel):
+    id = TextField(primary_key=True)
+    project_id = TextField()
+    flow_id = TextField(null=True)
+    api_key_id = TextField(null=True)
+    prompt = TextField()
+    original_prompt = TextField(null=True)
+    user_prompt = TextField()
+    auto_enhance = BooleanField(default=True)
+    enhancement_template = TextField(default="general")
+    aspect_ratio = TextField()
+    status = TextField()
+    output_image_id = TextField(null=True)
+    output_alias = TextField(null=True)
+    output_flow_alias = TextField(null=True)
+    processing_time_ms = IntegerField(null=True)
+    retry_count = IntegerField(default=0)
+    error_message = TextField(null=True)
+    meta = JSONField(default=dict)
+    created_at = BigIntegerField()
+    updated_at = BigIntegerField()
+
+    class Meta:
+        table_name = "generations"
+
+
+class Image(BaseModel):
+    id = TextField(primary_key=True)
+    project_id = TextField()
+    flow_id = TextField(null=True)
+    generation_id = TextField(null=True)
+    storage_key = TextField(unique=True)
+    mime_type = TextField()
+    file_size = IntegerField()
+    file_hash = TextField()
+    width = IntegerField()
+    height = IntegerField()
+    source = TextField()
+    alias_name = TextField(column_name="alias", null=True)  # Model.alias() is peewee's
+    focal_x = FloatField(null=True)
+    focal_y = FloatField(null=True)
+    meta = JSONField(default=dict)
+    created_at = BigIntegerField()
+    updated_at = BigIntegerField()
+
+    class Meta:
+        table_name = "images"
+
+
+class GenerationReference(BaseModel):
+    generation_id = TextField()
+    position = IntegerField()
+    image_id = TextField()
+    alias_name = TextField(column_name="alias", null=True)
+
+    class Meta:
+        table_name = "generation_references"
+        primary_key = False
+
+
+class FlowAlias(BaseModel):
+    flow_id = TextField()
+    alias_name = TextField(column_name="alias")
+    image_id = TextField()
+    created_at = BigIntegerField()
+
+    class Meta:
+        table_name = "flow_aliases"
+        primary_key = False
+
+
+class LiveScope(BaseModel):
+    id = TextField(primary_key=True)
+    project_id = TextField()
+    slug = TextField()
+    allow_new_generations = BooleanField(default=True)
+    new_generations_limit = IntegerField(default=30)
+    meta = JSONField(default=dict)
+    created_at = BigIntegerField()
+    updated_at = BigIntegerField()
+
+    class Meta:
+        table_name = "live_scopes"
+
+
+class LiveCacheEntry(BaseModel):
+    id = TextField(primary_key=True)
+    project_id = TextField()
+    scope_id = TextField()
+    cache_key = TextField(unique=True)
+    image_id = TextField()
+    generation_id = TextField(null=True)
+    prompt = TextField()
+    aspect_ratio = TextField()
+    auto_enhance = BooleanField()
+    template = TextField()
+    hit_count = IntegerField(default=0)
+    last_hit_at = BigIntegerField(null=True)
+    created_at = BigIntegerField()
+    updated_at = BigIntegerField()
+
+    class Meta:
+        table_name = "live_cache_entries"
+
+
+class OrphanFile(BaseModel):
+    storage_key = TextField(primary_key=True)
+    error = TextField()
+    created_at = BigIntegerField()
+
+    class Meta:
+        table_name = "orphan_files"
+
+
+ALL_MODELS: list[type[BaseModel]] = [
+    Organization,
+    Project,
+    ApiKey,
+    Flow,
+    Generation,
+    Image,
+    GenerationReference,
+    FlowAlias,
+    LiveScope,
+    LiveCacheEntry,
+    OrphanFile,
+]

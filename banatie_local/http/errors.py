@@ -1,0 +1,74 @@
+"""The one place every error becomes the envelope of API.md §0.1."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sanic import Sanic
+from sanic.exceptions import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    SanicException,
+)
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from banatie_local.errors import ApiError
+from banatie_local.http.responses import error
+from banatie_local.storage import StorageError
+
+log = logging.getLogger("banatie_local.http")
+
+# Sanic's own exceptions (raised before or around our handlers), by class.
+_SANIC_CODES: list[tuple[type[SanicException], str]] = [
+    (NotFound, "NOT_FOUND"),
+    (MethodNotAllowed, "METHOD_NOT_ALLOWED"),
+    (PayloadTooLarge, "FILE_TOO_LARGE"),
+    (RequestTimeout, "REQUEST_TIMEOUT"),
+    (BadRequest, "VALIDATION_ERROR"),
+]
+
+
+def render(request: Request, exc: Exception) -> HTTPResponse:
+    """Turn any exception into the error envelope; a 500 never shows its trace."""
+    if isinstance(exc, ApiError):
+        return error(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    if isinstance(exc, StorageError):
+        log.error("storage failure on %s %s: %s", request.method, request.path, exc)
+        return error(503, "STORAGE_UNAVAILABLE", "the storage backend is not reachable now.")
+    if isinstance(exc, SanicException) and exc.status_code < 500:
+        return _sanic_error(request, exc)
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error(500, "INTERNAL_ERROR", "an internal error occurred; it has been logged.")
+
+
+def _sanic_error(request: Request, exc: SanicException) -> HTTPResponse:
+    status = exc.status_code
+    code = next((c for cls, c in _SANIC_CODES if isinstance(exc, cls)), "VALIDATION_ERROR")
+    headers: dict[str, str] = {}
+    if isinstance(exc, NotFound):
+        message = f"no route matches {request.method} {request.path}."
+    elif isinstance(exc, MethodNotAllowed):
+        message = f"{request.method} is not allowed on {request.path}."
+        allowed = getattr(exc, "allowed_methods", None)
+        if allowed:
+            headers["Allow"] = ", ".join(sorted(allowed))
+    elif isinstance(exc, PayloadTooLarge):
+        message = "the request body is larger than this server accepts."
+    else:
+        message = str(exc) or "the request could not be understood."
+    if status not in (400, 404, 405, 408, 413):
+        code = code if code != "VALIDATION_ERROR" else f"HTTP_{status}"
+    return error(status, code, message, headers=headers)
+
+
+def install(app: Sanic[Any, Any]) -> None:
+    """Route every exception through ``render``."""
+
+    @app.exception(Exception)
+    async def _handle(request: Request, exc: Exception) -> HTTPResponse:
+        return render(request, exc)

@@ -1,0 +1,58 @@
+"""Bootstrap and master-key administration of API keys (API.md §7)."""
+
+from __future__ import annotations
+
+from sanic import Blueprint
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from banatie_local.http.auth import require_master_key, services_of
+from banatie_local.http.responses import ok, page
+from banatie_local.http.validation import Body, pagination
+from banatie_local.services.keys import (
+    MAX_EXPIRY_DAYS,
+    MAX_NAME_LENGTH,
+    created_key_to_dict,
+    key_to_dict,
+)
+
+bootstrap_bp = Blueprint("bootstrap", url_prefix="/api/bootstrap")
+admin_bp = Blueprint("admin", url_prefix="/api/admin")
+admin_bp.on_request(require_master_key)
+
+
+@bootstrap_bp.post("/initial-key")
+async def initial_key(request: Request) -> HTTPResponse:
+    """Create the first master key; refused once any key exists."""
+    created = services_of(request).keys.bootstrap()
+    key = created.owner.key
+    return ok({"key": created.plaintext, "id": key.id, "type": key.type}, 201)
+
+
+@admin_bp.post("/keys")
+async def create_key(request: Request) -> HTTPResponse:
+    """Create a master or project key; unknown organization/project slugs are created."""
+    body = Body.of(request)
+    created = services_of(request).keys.create(
+        key_type=body.text("type", required=True, max_length=16) or "",
+        org_slug=body.text("organizationSlug", max_length=63),
+        project_slug=body.text("projectSlug", max_length=63),
+        name=body.text("name", max_length=MAX_NAME_LENGTH),
+        expires_in_days=body.integer("expiresInDays", minimum=1, maximum=MAX_EXPIRY_DAYS),
+    )
+    return ok(created_key_to_dict(created), 201)
+
+
+@admin_bp.get("/keys")
+async def list_keys(request: Request) -> HTTPResponse:
+    """Every key without its plaintext, newest first."""
+    paging = pagination(request)
+    owners, total = services_of(request).keys.list(paging.limit, paging.offset)
+    return page([key_to_dict(owner) for owner in owners], total, paging)
+
+
+@admin_bp.delete("/keys/<key_id:str>")
+async def revoke_key(request: Request, key_id: str) -> HTTPResponse:
+    """Revoke a key; it fails on its next request."""
+    record = services_of(request).keys.revoke(key_id)
+    return ok({"id": record.id, "isActive": False})

@@ -1,0 +1,75 @@
+"""Probes and facts about this appliance: ``/health`` and ``/api/info``."""
+
+from __future__ import annotations
+
+import time
+
+from sanic import Blueprint
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from banatie_local import __version__
+from banatie_local.constants import (
+    ASPECT_RATIOS,
+    IMAGE_FORMATS,
+    MAX_LIVE_PROMPT_LENGTH,
+    MAX_PROMPT_LENGTH,
+    MAX_REFERENCE_IMAGES,
+    TEMPLATES,
+)
+from banatie_local.http.auth import services_of
+from banatie_local.http.responses import ok, plain
+
+bp = Blueprint("health")
+
+
+@bp.get("/health")
+async def health(request: Request) -> HTTPResponse:
+    """Liveness and readiness: 200 when the database and storage work, else 503."""
+    services = services_of(request)
+    try:
+        services.db.execute_sql("SELECT 1").fetchone()
+        database_ok = True
+    except Exception:
+        database_ok = False
+    storage_ok = await services.storage.healthy()
+    healthy = database_ok and storage_ok
+    body = {
+        "status": "healthy" if healthy else "unhealthy",
+        "version": __version__,
+        "uptimeSeconds": round(time.monotonic() - services.started_at, 3),
+        "provider": services.settings.provider_name,
+        "storage": services.storage.name,
+        "checks": {
+            "database": "ok" if database_ok else "failing",
+            "storage": "ok" if storage_ok else "failing",
+        },
+    }
+    return plain(body, 200 if healthy else 503)
+
+
+@bp.get("/api/info")
+async def info(request: Request) -> HTTPResponse:
+    """Name, version, limits and the active provider."""
+    settings = services_of(request).settings
+    return ok(
+        {
+            "name": "banatie-local",
+            "version": __version__,
+            "provider": settings.provider_name,
+            "storage": settings.storage.backend,
+            "limits": {
+                "maxUploadBytes": settings.max_upload_bytes,
+                "maxReferenceImages": MAX_REFERENCE_IMAGES,
+                "maxPromptLength": MAX_PROMPT_LENGTH,
+                "maxLivePromptLength": MAX_LIVE_PROMPT_LENGTH,
+                "requestsPerHour": settings.limits.requests_per_hour,
+                "liveNewGenerationsPerIpPerHour": settings.live.new_generations_per_ip_per_hour,
+            },
+            "formats": list(IMAGE_FORMATS),
+            "aspectRatios": {
+                ratio: {"width": w, "height": h} for ratio, (w, h) in ASPECT_RATIOS.items()
+            },
+            "templates": list(TEMPLATES),
+        }
+    )

@@ -1,0 +1,36 @@
+"""The calling key's project and its live settings (API.md §5.3)."""
+
+from __future__ import annotations
+
+from sanic import Blueprint
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from banatie_local.http.auth import context_of, services_of
+from banatie_local.http.responses import ok
+from banatie_local.http.validation import Body
+from banatie_local.services.projects import MAX_SCOPE_GENERATION_LIMIT, project_to_dict
+
+bp = Blueprint("project")
+
+
+@bp.get("/project")
+async def get_project(request: Request) -> HTTPResponse:
+    """The project this key belongs to."""
+    context = context_of(request)
+    return ok(project_to_dict(context.organization, context.project))
+
+
+@bp.put("/project")
+async def update_project(request: Request) -> HTTPResponse:
+    """Change ``allowNewLiveScopes`` and ``newLiveScopesGenerationLimit``."""
+    context = context_of(request)
+    body = Body.of(request, required=True)
+    project = services_of(request).projects.update_settings(
+        context.project,
+        allow_new_live_scopes=body.boolean("allowNewLiveScopes"),
+        new_live_scopes_generation_limit=body.integer(
+            "newLiveScopesGenerationLimit", minimum=0, maximum=MAX_SCOPE_GENERATION_LIMIT
+        ),
+    )
+    return ok(project_to_dict(context.organization, project))

@@ -1,0 +1,71 @@
+"""Building the services one appliance needs, once, for the HTTP app or the CLI."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from peewee import SqliteDatabase
+
+from banatie_local.clock import Clock
+from banatie_local.config import Settings
+from banatie_local.db.connection import open_database
+from banatie_local.services.keys import KeyService
+from banatie_local.services.projects import DEFAULT_SLUG, ProjectService
+from banatie_local.services.ratelimit import SlidingWindowLimiter
+from banatie_local.storage import Storage, create_storage
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    db: SqliteDatabase
+    storage: Storage
+    projects: ProjectService
+    keys: KeyService
+    key_limiter: SlidingWindowLimiter
+    started_at: float = field(default_factory=time.monotonic)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_services(settings: Settings) -> Services:
+    """Open the database (migrating it) and the storage named by ``settings``."""
+    clock = Clock()
+    storage = create_storage(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = open_database(settings.database_path, clock)
+    projects = ProjectService(db, clock)
+    return Services(
+        settings=settings,
+        clock=clock,
+        db=db,
+        storage=storage,
+        projects=projects,
+        keys=KeyService(db, clock, projects),
+        key_limiter=SlidingWindowLimiter(settings.limits.requests_per_hour),
+    )
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What ``initialize`` did; the plaintext keys exist only here."""
+
+    created_project: bool
+    master_key: str | None
+    project_key: str | None
+
+
+def initialize(services: Services, create_keys: bool = True) -> InitResult:
+    """Create the default organization and project, and on a keyless first run a
+    master key and a project key. Running it again changes nothing."""
+    with services.db.atomic():
+        existed = services.projects.find(DEFAULT_SLUG, DEFAULT_SLUG) is not None
+        services.projects.ensure(DEFAULT_SLUG, DEFAULT_SLUG)
+        if not create_keys or services.keys.any_exist():
+            return InitResult(not existed, None, None)
+        master = services.keys.create("master", name="initial master key")
+        project = services.keys.create("project", name="initial project key")
+        return InitResult(not existed, master.plaintext, project.plaintext)

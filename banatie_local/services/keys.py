@@ -1,0 +1,202 @@
+"""API keys: creation, listing, revocation, authentication and bootstrap.
+
+A key is ``bnt_`` + 64 lowercase hex characters (32 random bytes). Only its SHA-256
+is stored, so a key is shown once, when it is made, and never again. Looking a key
+up by its hash means no comparison ever runs over the secret itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from peewee import JOIN, SqliteDatabase
+
+from banatie_local.clock import Clock, iso
+from banatie_local.db.models import ApiKey, Organization, Project
+from banatie_local.errors import AuthError, ForbiddenError, NotFoundError, ValidationError
+from banatie_local.services.projects import DEFAULT_SLUG, ProjectService
+from banatie_local.services.validation import is_uuid, new_id
+
+KEY_PREFIX = "bnt_"
+KEY_RE = re.compile(r"^bnt_[0-9a-f]{64}$")
+KEY_TYPES = ("master", "project")
+MAX_NAME_LENGTH = 100
+MAX_EXPIRY_DAYS = 36500
+LAST_USED_RESOLUTION_US = 60_000_000  # write lastUsedAt at most once a minute per key
+DAY_US = 86_400_000_000
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyOwner:
+    """A key with the organization and project it belongs to."""
+
+    key: ApiKey
+    organization: Organization | None
+    project: Project | None
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A new key, and the plaintext that exists only in this object."""
+
+    owner: KeyOwner
+    plaintext: str
+
+
+class KeyService:
+    def __init__(self, db: SqliteDatabase, clock: Clock, projects: ProjectService) -> None:
+        self.db = db
+        self.clock = clock
+        self.projects = projects
+
+    def any_exist(self) -> bool:
+        return ApiKey.select().exists()
+
+    def create(
+        self,
+        key_type: str,
+        org_slug: str | None = None,
+        project_slug: str | None = None,
+        name: str | None = None,
+        expires_in_days: int | None = None,
+    ) -> CreatedKey:
+        """Make a key. Project keys default to ``default/default``; missing slugs are created.
+
+        Master keys belong to no project, so slugs given with them are ignored.
+        """
+        if key_type not in KEY_TYPES:
+            raise ValidationError("type must be 'master' or 'project'.", "type")
+        if name is not None and len(name) > MAX_NAME_LENGTH:
+            raise ValidationError(f"name must be at most {MAX_NAME_LENGTH} characters.", "name")
+        if expires_in_days is not None and not 1 <= expires_in_days <= MAX_EXPIRY_DAYS:
+            raise ValidationError(
+                f"expiresInDays must be a whole number from 1 to {MAX_EXPIRY_DAYS}.",
+                "expiresInDays",
+            )
+        with self.db.atomic():
+            org = project = None
+            if key_type == "project":
+                ref = self.projects.ensure(org_slug or DEFAULT_SLUG, project_slug or DEFAULT_SLUG)
+                org, project = ref.organization, ref.project
+            return self._insert(key_type, org, project, name, expires_in_days)
+
+    def _insert(
+        self,
+        key_type: str,
+        org: Organization | None,
+        project: Project | None,
+        name: str | None,
+        expires_in_days: int | None,
+    ) -> CreatedKey:
+        plaintext = KEY_PREFIX + secrets.token_hex(32)
+        now = self.clock.now_us()
+        record = ApiKey.create(
+            id=new_id(),
+            key_hash=hash_key(plaintext),
+            key_prefix=plaintext[:12],
+            type=key_type,
+            organization=org,
+            project=project,
+            name=name,
+            is_active=True,
+            expires_at=now + expires_in_days * DAY_US if expires_in_days else None,
+            created_at=now,
+            updated_at=now,
+        )
+        return CreatedKey(KeyOwner(record, org, project), plaintext)
+
+    def bootstrap(self) -> CreatedKey:
+        """The first master key; 403 ``BOOTSTRAP_DISABLED`` once any key exists."""
+        with self.db.atomic():
+            if self.any_exist():
+                raise ForbiddenError(
+                    "bootstrap is only possible while no API key exists.", "BOOTSTRAP_DISABLED"
+                )
+            return self._insert("master", None, None, "bootstrap", None)
+
+    def list(self, limit: int, offset: int) -> tuple[list[KeyOwner], int]:
+        """Keys newest first, with their owners, and the total count."""
+        query = _with_owners().order_by(ApiKey.created_at.desc()).limit(limit).offset(offset)
+        return [_owner(row) for row in query], ApiKey.select().count()
+
+    def get(self, key_id: str) -> KeyOwner:
+        if not is_uuid(key_id):
+            raise NotFoundError(f"API key {key_id} does not exist.", "API_KEY_NOT_FOUND")
+        row = _with_owners().where(ApiKey.id == key_id).first()
+        if row is None:
+            raise NotFoundError(f"API key {key_id} does not exist.", "API_KEY_NOT_FOUND")
+        return _owner(row)
+
+    def revoke(self, key_id: str) -> ApiKey:
+        """Deactivate a key; it stops working on its next request."""
+        record = self.get(key_id).key
+        record.is_active = False
+        record.updated_at = self.clock.now_us()
+        record.save()
+        return record
+
+    def authenticate(self, plaintext: str | None) -> KeyOwner:
+        """The owner of a presented key, or the 401 that says why not."""
+        if not plaintext:
+            raise AuthError("send your API key in the X-API-Key header.", "MISSING_API_KEY")
+        if not KEY_RE.match(plaintext):
+            raise AuthError("the API key is not valid.", "INVALID_API_KEY")
+        record = _with_owners().where(ApiKey.key_hash == hash_key(plaintext)).first()
+        if record is None:
+            raise AuthError("the API key is not valid.", "INVALID_API_KEY")
+        if not record.is_active:
+            raise AuthError("the API key has been revoked.", "API_KEY_REVOKED")
+        now = self.clock.now_us()
+        if record.expires_at is not None and record.expires_at <= now:
+            raise AuthError("the API key has expired.", "API_KEY_EXPIRED")
+        if record.last_used_at is None or now - record.last_used_at > LAST_USED_RESOLUTION_US:
+            ApiKey.update(last_used_at=now).where(ApiKey.id == record.id).execute()
+            record.last_used_at = now
+        return _owner(record)
+
+
+def _with_owners() -> Any:
+    """Keys with their organization and project, in one query."""
+    return (
+        ApiKey.select(ApiKey, Organization, Project)
+        .join(Organization, JOIN.LEFT_OUTER, on=ApiKey.organization == Organization.id)
+        .switch(ApiKey)
+        .join(Project, JOIN.LEFT_OUTER, on=ApiKey.project == Project.id)
+    )
+
+
+def _owner(row: ApiKey) -> KeyOwner:
+    # A null foreign key reads as None without a query; a set one was joined above.
+    org = row.organization if row.organization_id else None
+    project = row.project if row.project_id else None
+    return KeyOwner(row, org, project)
+
+
+def key_to_dict(owner: KeyOwner) -> dict[str, Any]:
+    """The key object of API.md §7 (never the plaintext)."""
+    key = owner.key
+    return {
+        "id": key.id,
+        "name": key.name,
+        "type": key.type,
+        "organizationSlug": owner.organization.slug if owner.organization else None,
+        "projectSlug": owner.project.slug if owner.project else None,
+        "keyPrefix": key.key_prefix,
+        "createdAt": iso(key.created_at),
+        "expiresAt": iso(key.expires_at),
+        "lastUsedAt": iso(key.last_used_at),
+        "isActive": bool(key.is_active),
+    }
+
+
+def created_key_to_dict(created: CreatedKey) -> dict[str, Any]:
+    """The one response that carries a key's plaintext."""
+    return {**key_to_dict(created.owner), "key": created.plaintext}

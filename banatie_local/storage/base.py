@@ -1,0 +1,64 @@
+"""The storage interface and the rules every object key obeys."""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+# Keys are slash-separated segments of safe characters; no segment may be empty or
+# start with a dot, so "..", hidden files and absolute paths cannot be expressed.
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+MAX_KEY_LENGTH = 512
+
+
+class StorageError(Exception):
+    """The backend failed (unreachable, full, unwritable)."""
+
+
+class InvalidKeyError(ValueError):
+    """A key that could name something outside the storage root."""
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a safe object key, else raise ``InvalidKeyError``."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidKeyError("storage key is empty or too long")
+    for segment in key.split("/"):
+        if not _SEGMENT.match(segment):
+            raise InvalidKeyError(f"storage key segment {segment!r} is not allowed")
+    return key
+
+
+def image_key(org_slug: str, project_slug: str, image_id: str) -> str:
+    """``{org}/{project}/img/{imageId}`` (API.md §1.6)."""
+    return validate_key(f"{org_slug}/{project_slug}/img/{image_id}")
+
+
+class Storage(Protocol):
+    """Object storage. Every method validates its key before touching anything."""
+
+    name: str
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Store ``data`` under ``key`` atomically: readers see all or nothing."""
+        ...
+
+    async def get(self, key: str) -> bytes:
+        """The bytes under ``key``; ``FileNotFoundError`` if there are none."""
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``; True if something was removed."""
+        ...
+
+    async def exists(self, key: str) -> bool:
+        """Whether ``key`` holds an object."""
+        ...
+
+    async def list_keys(self, prefix: str = "") -> list[str]:
+        """Every key that starts with ``prefix`` (for purge and stats)."""
+        ...
+
+    async def healthy(self) -> bool:
+        """Whether the backend can be read and written now."""
+        ...

@@ -1,0 +1,129 @@
+"""Filesystem storage: atomic writes under one root that no key can escape."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import uuid
+from pathlib import Path
+
+from banatie_local.storage.base import InvalidKeyError, StorageError, validate_key
+
+_TMP_DIR = ".tmp"
+
+
+class LocalStorage:
+    """Objects are files at ``root/<key>``; temp files live in ``root/.tmp``."""
+
+    name = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._tmp = self.root / _TMP_DIR
+
+    def path_for(self, key: str) -> Path:
+        """The file that holds ``key``; refuses anything that resolves outside root."""
+        validate_key(key)
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise InvalidKeyError(f"storage key {key!r} escapes the storage root")
+        return path
+
+    # The blocking halves run in a worker thread so fsync never stalls the loop.
+
+    def _put(self, key: str, data: bytes) -> None:
+        target = self.path_for(key)
+        try:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._tmp / f"{uuid.uuid4().hex}.part"
+            try:
+                with tmp.open("wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            raise StorageError(f"cannot write {key}: {exc.strerror or exc}") from exc
+
+    def _get(self, key: str) -> bytes:
+        try:
+            return self.path_for(key).read_bytes()
+        except FileNotFoundError:
+            raise
+        except IsADirectoryError:
+            raise FileNotFoundError(key) from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key}: {exc.strerror or exc}") from exc
+
+    def _delete(self, key: str) -> bool:
+        path = self.path_for(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key}: {exc.strerror or exc}") from exc
+        return True
+
+    def _list(self, prefix: str) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        keys = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel_dir = Path(dirpath).relative_to(self.root)
+            for filename in filenames:
+                key = (rel_dir / filename).as_posix()
+                if key.startswith(prefix) and not filename.startswith("."):
+                    keys.append(key)
+        return sorted(keys)
+
+    def _healthy(self) -> bool:
+        try:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            probe = self._tmp / f"health-{uuid.uuid4().hex}"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError:
+            return False
+        return True
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        await asyncio.to_thread(self._put, key, data)
+
+    async def get(self, key: str) -> bytes:
+        return await asyncio.to_thread(self._get, key)
+
+    async def delete(self, key: str) -> bool:
+        return await asyncio.to_thread(self._delete, key)
+
+    async def exists(self, key: str) -> bool:
+        return self.path_for(key).is_file()
+
+    async def list_keys(self, prefix: str = "") -> list[str]:
+        return await asyncio.to_thread(self._list, prefix)
+
+    async def healthy(self) -> bool:
+        return await asyncio.to_thread(self._healthy)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable; some filesystems refuse to fsync directories."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)

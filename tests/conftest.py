@@ -1,0 +1,74 @@
+"""Shared fixtures: settings in a temp data dir, and a real server to talk HTTP to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from banatie_local.config import Settings
+from banatie_local.http import create_app
+from banatie_local.services.container import Services, initialize, open_services
+from tests.helpers import LiveServer, make_settings
+
+
+@dataclass
+class Running:
+    """A started appliance: its settings, services, keys and an HTTP client."""
+
+    settings: Settings
+    services: Services
+    server: LiveServer
+    client: httpx.Client
+    master_key: str | None
+    project_key: str | None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def project(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request with the project key."""
+        headers = {"X-API-Key": self.project_key or "", **kwargs.pop("headers", {})}
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request with the master key."""
+        headers = {"X-API-Key": self.master_key or "", **kwargs.pop("headers", {})}
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    """Start an appliance with ``section__key=value`` setting overrides."""
+    started: list[Running] = []
+
+    def start(create_keys: bool = True, **overrides: Any) -> Running:
+        settings = make_settings(tmp_path / f"data{len(started)}", **overrides)
+        services = open_services(settings)
+        result = initialize(services, create_keys=create_keys)
+        server = LiveServer(create_app(settings, services)).start()
+        client = httpx.Client(base_url=server.url, timeout=30)
+        running = Running(settings, services, server, client, result.master_key, result.project_key)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.client.close()
+        running.server.stop()
+
+
+@pytest.fixture
+def app(start_server: Callable[..., Running]) -> Running:
+    """A default appliance, initialised with a master and a project key."""
+    return start_server()
