@@ -9,11 +9,15 @@ from typing import Any
 
 import httpx
 import pytest
+from sanic import Sanic
 
 from banatie_local.config import Settings
 from banatie_local.http import create_app
 from banatie_local.services.container import Services, initialize, open_services
 from tests.helpers import LiveServer, make_settings
+
+# Sanic's own test mode: many apps per process, each optimised (TouchUp) afresh.
+Sanic.test_mode = True
 
 
 @dataclass

@@ -1,27 +1,44 @@
 """``create_app(settings)``: a fresh Sanic application with its services on ``app.ctx``.
 
-The route map, read top to bottom:
-
-    GET  /health                       routes/health.py   (public)
-    GET  /api/info                     routes/health.py   (public)
-    POST /api/bootstrap/initial-key    routes/admin.py    (public, only while keyless)
-    *    /api/admin/keys[/<id>]        routes/admin.py    (master key)
-    *    /api/v1/project               routes/project.py  (project key, rate limited)
+``ROUTES`` below is the whole route map. Each route names who may call it:
+``public`` (no key), ``project`` (a project key, rate limited: ``/api/v1``) or
+``master`` (a master key: ``/api/admin``).
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 from sanic import Blueprint, Sanic
 
 from banatie_local.config import Settings
 from banatie_local.http import errors
-from banatie_local.http.auth import attach_rate_headers, require_project_key
+from banatie_local.http.auth import attach_rate_headers, require_master_key, require_project_key
 from banatie_local.http.responses import dumps
 from banatie_local.http.routes import admin, health, project
 from banatie_local.services.container import Services, open_services
+
+Handler = Callable[..., Awaitable[Any]]
+
+ROUTES: Final[list[tuple[str, str, str, Handler]]] = [
+    # access,  method,  path,                          handler
+    ("public", "GET", "/health", health.health),
+    ("public", "GET", "/api/info", health.info),
+    ("public", "POST", "/api/bootstrap/initial-key", admin.initial_key),
+    ("master", "POST", "/api/admin/keys", admin.create_key),
+    ("master", "GET", "/api/admin/keys", admin.list_keys),
+    ("master", "DELETE", "/api/admin/keys/<key_id:str>", admin.revoke_key),
+    ("project", "GET", "/api/v1/project", project.get_project),
+    ("project", "PUT", "/api/v1/project", project.update_project),
+]
+
+_GUARDS: Final[dict[str, Callable[..., Awaitable[None]] | None]] = {
+    "public": None,
+    "project": require_project_key,
+    "master": require_master_key,
+}
 
 # Sanic keeps a registry of app names; each factory call needs its own.
 _app_numbers = itertools.count(1)
@@ -30,11 +47,7 @@ _app_numbers = itertools.count(1)
 _BODY_OVERHEAD_BYTES = 1024 * 1024
 
 
-def create_app(settings: Settings, services: Services | None = None) -> Sanic[Any, Any]:
-    """Build the application. ``services`` is opened from ``settings`` if not given."""
-    services = services or open_services(settings)
-    name = f"banatie_local_{next(_app_numbers)}"
-    app: Sanic[Any, Any] = Sanic(name, dumps=dumps, configure_logging=False)
+def _configure(app: Sanic[Any, Any], settings: Settings) -> None:
     generation_budget = settings.generation.timeout_seconds * (settings.generation.max_retries + 1)
     app.config.update(
         {
@@ -47,15 +60,29 @@ def create_app(settings: Settings, services: Services | None = None) -> Sanic[An
             "RESPONSE_TIMEOUT": max(60.0, generation_budget + 60.0),
         }
     )
+
+
+def _add_routes(app: Sanic[Any, Any]) -> None:
+    """One blueprint per access level, so each guard runs only on its own routes."""
+    for access, guard in _GUARDS.items():
+        bp = Blueprint(f"{access}_routes")
+        if guard is not None:
+            bp.on_request(guard)
+        for route_access, method, path, handler in ROUTES:
+            if route_access == access:
+                bp.add_route(handler, path, methods=[method], name=handler.__name__)
+        app.blueprint(bp)
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Sanic[Any, Any]:
+    """Build the application. ``services`` is opened from ``settings`` if not given."""
+    services = services or open_services(settings)
+    name = f"banatie_local_{next(_app_numbers)}"
+    app: Sanic[Any, Any] = Sanic(name, dumps=dumps, configure_logging=False)
+    _configure(app, settings)
     app.ctx.services = services
     errors.install(app)
-
-    v1 = Blueprint.group(project.bp, url_prefix="/api/v1")
-    v1.middleware(require_project_key, "request")
-    app.blueprint(health.bp)
-    app.blueprint(admin.bootstrap_bp)
-    app.blueprint(admin.admin_bp)
-    app.blueprint(v1)
+    _add_routes(app)
     app.on_response(attach_rate_headers)
 
     @app.after_server_stop

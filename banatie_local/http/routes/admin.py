@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from sanic import Blueprint
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from banatie_local.http.auth import require_master_key, services_of
+from banatie_local.http.auth import services_of
 from banatie_local.http.responses import ok, page
 from banatie_local.http.validation import Body, pagination
 from banatie_local.services.keys import (
@@ -16,12 +15,8 @@ from banatie_local.services.keys import (
     key_to_dict,
 )
 
-bootstrap_bp = Blueprint("bootstrap", url_prefix="/api/bootstrap")
-admin_bp = Blueprint("admin", url_prefix="/api/admin")
-admin_bp.on_request(require_master_key)
 
 
-@bootstrap_bp.post("/initial-key")
 async def initial_key(request: Request) -> HTTPResponse:
     """Create the first master key; refused once any key exists."""
     created = services_of(request).keys.bootstrap()
@@ -29,7 +24,6 @@ async def initial_key(request: Request) -> HTTPResponse:
     return ok({"key": created.plaintext, "id": key.id, "type": key.type}, 201)
 
 
-@admin_bp.post("/keys")
 async def create_key(request: Request) -> HTTPResponse:
     """Create a master or project key; unknown organization/project slugs are created."""
     body = Body.of(request)
@@ -43,7 +37,6 @@ async def create_key(request: Request) -> HTTPResponse:
     return ok(created_key_to_dict(created), 201)
 
 
-@admin_bp.get("/keys")
 async def list_keys(request: Request) -> HTTPResponse:
     """Every key without its plaintext, newest first."""
     paging = pagination(request)
@@ -51,7 +44,6 @@ async def list_keys(request: Request) -> HTTPResponse:
     return page([key_to_dict(owner) for owner in owners], total, paging)
 
 
-@admin_bp.delete("/keys/<key_id:str>")
 async def revoke_key(request: Request, key_id: str) -> HTTPResponse:
     """Revoke a key; it fails on its next request."""
     record = services_of(request).keys.revoke(key_id)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from sanic import Blueprint
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
@@ -20,10 +19,8 @@ from banatie_local.constants import (
 from banatie_local.http.auth import services_of
 from banatie_local.http.responses import ok, plain
 
-bp = Blueprint("health")
 
 
-@bp.get("/health")
 async def health(request: Request) -> HTTPResponse:
     """Liveness and readiness: 200 when the database and storage work, else 503."""
     services = services_of(request)
@@ -48,7 +45,6 @@ async def health(request: Request) -> HTTPResponse:
     return plain(body, 200 if healthy else 503)
 
 
-@bp.get("/api/info")
 async def info(request: Request) -> HTTPResponse:
     """Name, version, limits and the active provider."""
     settings = services_of(request).settings

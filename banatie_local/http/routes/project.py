@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from sanic import Blueprint
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
@@ -11,17 +10,14 @@ from banatie_local.http.responses import ok
 from banatie_local.http.validation import Body
 from banatie_local.services.projects import MAX_SCOPE_GENERATION_LIMIT, project_to_dict
 
-bp = Blueprint("project")
 
 
-@bp.get("/project")
 async def get_project(request: Request) -> HTTPResponse:
     """The project this key belongs to."""
     context = context_of(request)
     return ok(project_to_dict(context.organization, context.project))
 
 
-@bp.put("/project")
 async def update_project(request: Request) -> HTTPResponse:
     """Change ``allowNewLiveScopes`` and ``newLiveScopesGenerationLimit``."""
     context = context_of(request)

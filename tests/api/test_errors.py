@@ -1,0 +1,132 @@
+"""Every error source renders the one envelope of API.md §0.1."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from banatie_local.http import create_app
+from banatie_local.services.container import initialize, open_services
+from tests.conftest import Running
+from tests.helpers import LiveServer, make_settings
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["success"] is False
+    assert set(body) == {"success", "error"}
+    error = body["error"]
+    assert error["code"] == code
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert set(error) <= {"code", "message", "details"}
+    return error
+
+
+def test_unknown_route_is_not_found(app: Running) -> None:
+    assert_error(app.client.get("/no/such/route"), 404, "NOT_FOUND")
+    assert_error(app.project("GET", "/api/v1/nothing-here"), 404, "NOT_FOUND")
+
+
+def test_wrong_method_is_405_with_allow_header(app: Running) -> None:
+    response = app.client.delete("/health")
+    assert_error(response, 405, "METHOD_NOT_ALLOWED")
+    assert "GET" in response.headers["allow"]
+
+
+def test_invalid_json_names_the_body(app: Running) -> None:
+    error = assert_error(
+        app.admin("POST", "/api/admin/keys", content=b"{not json"), 400, "VALIDATION_ERROR"
+    )
+    assert error["details"] == {"field": "body"}
+
+
+@pytest.mark.parametrize("payload", [b"[1, 2]", b'"text"', b"42", b"null"])
+def test_json_of_the_wrong_type_is_rejected(app: Running, payload: bytes) -> None:
+    response = app.project("PUT", "/api/v1/project", content=payload)
+    error = assert_error(response, 400, "VALIDATION_ERROR")
+    assert error["details"] == {"field": "body"}
+
+
+def test_field_errors_name_the_field(app: Running) -> None:
+    response = app.admin("POST", "/api/admin/keys", json={"type": "project", "name": 5})
+    error = assert_error(response, 400, "VALIDATION_ERROR")
+    assert error["details"] == {"field": "name"}
+    assert "name" in str(error["message"])
+    missing = assert_error(app.admin("POST", "/api/admin/keys", json={}), 400, "VALIDATION_ERROR")
+    assert missing["details"] == {"field": "type"}
+
+
+def test_invalid_utf8_body_is_a_validation_error(app: Running) -> None:
+    response = app.admin("POST", "/api/admin/keys", content=b'{"type": "\xff\xfe"}')
+    assert_error(response, 400, "VALIDATION_ERROR")
+
+
+def test_missing_key_is_401(app: Running) -> None:
+    assert_error(app.client.get("/api/v1/project"), 401, "MISSING_API_KEY")
+
+
+def test_oversized_body_is_413(start_server: Callable[..., Running]) -> None:
+    running = start_server(server__max_upload_mb=0.1)
+    limit = running.settings.max_upload_bytes + 1024 * 1024
+    body = b"x" * (limit + 1)
+    response = running.admin("POST", "/api/admin/keys", content=body)
+    assert_error(response, 413, "FILE_TOO_LARGE")
+
+
+def test_oversized_chunked_body_is_413(start_server: Callable[..., Running]) -> None:
+    running = start_server(server__max_upload_mb=0.1)
+    limit = running.settings.max_upload_bytes + 1024 * 1024
+
+    def chunks() -> object:
+        for _ in range(limit // 65536 + 2):
+            yield b"x" * 65536
+
+    response = running.admin("POST", "/api/admin/keys", content=chunks())
+    assert_error(response, 413, "FILE_TOO_LARGE")
+
+
+def test_unexpected_exception_is_500_without_trace(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tmp_path / "data")
+    services = open_services(settings)
+    initialize(services)
+    app = create_app(settings, services)
+
+    async def explode(request: Request) -> HTTPResponse:
+        raise RuntimeError("secret internal detail")
+
+    app.add_route(explode, "/explode")
+    server = LiveServer(app).start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="banatie_local.http"):
+            response = httpx.get(f"{server.url}/explode")
+        error = assert_error(response, 500, "INTERNAL_ERROR")
+        assert "secret internal detail" not in response.text
+        assert "Traceback" not in response.text
+        assert "RuntimeError" not in str(error)
+        logged = "\n".join(
+            r.getMessage() + str(r.exc_info) for r in caplog.records if r.exc_info
+        )
+        assert "secret internal detail" in logged
+    finally:
+        server.stop()
+
+
+def test_error_responses_have_no_stack_or_html(app: Running) -> None:
+    for response in (
+        app.client.get("/x"),
+        app.client.post("/health"),
+        app.client.get("/api/v1/project", headers={"X-API-Key": "bnt_" + "0" * 64}),
+    ):
+        assert "<html" not in response.text.lower()
+        assert "Traceback" not in response.text
