@@ -59,7 +59,7 @@ class ServerSettings:
         5.0, "Largest accepted upload in megabytes", minimum=0.01, maximum=1024
     )
     request_timeout: float = setting(
-        60.0, "Seconds a client may take to send its request", minimum=1, maximum=3600
+        60.0, "Seconds a client may take to send its request headers", minimum=1, maximum=3600
     )
     access_log: bool = setting(False, "Log one line per request")
 

@@ -8,10 +8,11 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 from sanic import Blueprint, Sanic
+from sanic.response import HTTPResponse
 
 from banatie_local.config import Settings
 from banatie_local.http import errors
@@ -20,7 +21,7 @@ from banatie_local.http.responses import dumps
 from banatie_local.http.routes import admin, health, project
 from banatie_local.services.container import Services, open_services
 
-Handler = Callable[..., Awaitable[Any]]
+Handler = Callable[..., Coroutine[Any, Any, HTTPResponse | None]]
 
 ROUTES: Final[list[tuple[str, str, str, Handler]]] = [
     # access,  method,  path,                          handler

@@ -115,7 +115,8 @@ def test_list_never_shows_plaintext(app: Running) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["pagination"] == {"total": 2, "limit": 20, "offset": 0, "hasMore": False}
-    assert app.master_key and app.project_key
+    assert app.master_key
+    assert app.project_key
     assert app.master_key not in response.text
     assert app.project_key not in response.text
     assert not re.search(r"bnt_[0-9a-f]{64}", response.text)
@@ -128,15 +129,16 @@ def test_list_never_shows_plaintext(app: Running) -> None:
 
 def test_list_is_newest_first_and_paginated(app: Running) -> None:
     made = [
-        app.admin("POST", "/api/admin/keys", json={"type": "project", "name": f"k{i}"})
-        .json()["data"]["id"]
+        app.admin("POST", "/api/admin/keys", json={"type": "project", "name": f"k{i}"}).json()[
+            "data"
+        ]["id"]
         for i in range(3)
     ]
     first = app.admin("GET", "/api/admin/keys", params={"limit": 2}).json()
     assert [k["id"] for k in first["data"]] == [made[2], made[1]]
     assert first["pagination"] == {"total": 5, "limit": 2, "offset": 0, "hasMore": True}
     second = app.admin("GET", "/api/admin/keys", params={"limit": 2, "offset": 2}).json()
-    assert [k["id"] for k in second["data"]][0] == made[0]
+    assert next(k["id"] for k in second["data"]) == made[0]
     assert second["pagination"]["hasMore"] is True
     last = app.admin("GET", "/api/admin/keys", params={"limit": 2, "offset": 4}).json()
     assert len(last["data"]) == 1
@@ -162,7 +164,9 @@ def test_pagination_clamps(app: Running, params: dict[str, str], limit: int, off
 
 @pytest.mark.parametrize("params", [{"limit": "ten"}, {"offset": "1.5"}, {"limit": "1e2"}])
 def test_pagination_rejects_non_numbers(app: Running, params: dict[str, str]) -> None:
-    error = assert_error(app.admin("GET", "/api/admin/keys", params=params), 400, "VALIDATION_ERROR")
+    error = assert_error(
+        app.admin("GET", "/api/admin/keys", params=params), 400, "VALIDATION_ERROR"
+    )
     assert error["details"] == {"field": next(iter(params))}
 
 

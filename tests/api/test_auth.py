@@ -80,7 +80,8 @@ def test_only_the_hash_is_stored(app: Running) -> None:
 
     with sqlite(app.settings.database_path) as db:
         rows = db.execute("SELECT * FROM api_keys").fetchall()
-    assert app.project_key and app.master_key
+    assert app.project_key
+    assert app.master_key
     dump = repr([tuple(row) for row in rows])
     assert app.project_key not in dump
     assert app.master_key not in dump

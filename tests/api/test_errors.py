@@ -114,9 +114,7 @@ def test_unexpected_exception_is_500_without_trace(
         assert "secret internal detail" not in response.text
         assert "Traceback" not in response.text
         assert "RuntimeError" not in str(error)
-        logged = "\n".join(
-            r.getMessage() + str(r.exc_info) for r in caplog.records if r.exc_info
-        )
+        logged = "\n".join(r.getMessage() + str(r.exc_info) for r in caplog.records if r.exc_info)
         assert "secret internal detail" in logged
     finally:
         server.stop()
@@ -130,3 +128,23 @@ def test_error_responses_have_no_stack_or_html(app: Running) -> None:
     ):
         assert "<html" not in response.text.lower()
         assert "Traceback" not in response.text
+
+
+def test_client_that_never_finishes_its_headers_gets_408(
+    start_server: Callable[..., Running],
+) -> None:
+    import socket
+    import time
+
+    running = start_server(server__request_timeout=1)
+    with socket.create_connection(("127.0.0.1", running.server.port), timeout=10) as sock:
+        sock.sendall(b"POST /api/admin/keys HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        elapsed = time.monotonic() - started
+    assert elapsed < 5
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408")
+    assert b'"code":"REQUEST_TIMEOUT"' in body

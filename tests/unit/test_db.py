@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from peewee import IntegrityError, SqliteDatabase
@@ -30,7 +31,7 @@ def db(db_path: Path) -> Iterator[SqliteDatabase]:
     database.close()
 
 
-def scalar(db: SqliteDatabase, sql: str, params: tuple[object, ...] = ()) -> object:
+def scalar(db: SqliteDatabase, sql: str, params: tuple[object, ...] = ()) -> Any:
     return db.execute_sql(sql, params).fetchone()[0]
 
 
@@ -86,7 +87,7 @@ def insert_generation(
 
 
 def count(db: SqliteDatabase, table: str) -> int:
-    return int(scalar(db, f"SELECT COUNT(*) FROM {table}"))  # type: ignore[arg-type]
+    return int(scalar(db, f"SELECT COUNT(*) FROM {table}"))
 
 
 # --------------------------------------------------------------------------- #

@@ -16,7 +16,6 @@ from banatie_local.services.keys import (
 )
 
 
-
 async def initial_key(request: Request) -> HTTPResponse:
     """Create the first master key; refused once any key exists."""
     created = services_of(request).keys.bootstrap()

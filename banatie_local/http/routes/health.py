@@ -20,7 +20,6 @@ from banatie_local.http.auth import services_of
 from banatie_local.http.responses import ok, plain
 
 
-
 async def health(request: Request) -> HTTPResponse:
     """Liveness and readiness: 200 when the database and storage work, else 503."""
     services = services_of(request)

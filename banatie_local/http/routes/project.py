@@ -11,7 +11,6 @@ from banatie_local.http.validation import Body
 from banatie_local.services.projects import MAX_SCOPE_GENERATION_LIMIT, project_to_dict
 
 
-
 async def get_project(request: Request) -> HTTPResponse:
     """The project this key belongs to."""
     context = context_of(request)
