@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -285,7 +286,7 @@ def _coerce(spec: SettingSpec, value: Any, origin: str) -> Any:
     if spec.type is int or spec.type is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad
-        if spec.type is int and not float(value).is_integer():
+        if not math.isfinite(value) or (spec.type is int and not float(value).is_integer()):
             raise bad
         value = spec.type(value)
         if spec.minimum is not None and value < spec.minimum:

@@ -7,7 +7,7 @@ from typing import Protocol
 
 # Keys are slash-separated segments of safe characters; no segment may be empty or
 # start with a dot, so "..", hidden files and absolute paths cannot be expressed.
-_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 MAX_KEY_LENGTH = 512
 
 
@@ -24,7 +24,7 @@ def validate_key(key: str) -> str:
     if not key or len(key) > MAX_KEY_LENGTH:
         raise InvalidKeyError("storage key is empty or too long")
     for segment in key.split("/"):
-        if not _SEGMENT.match(segment):
+        if not _SEGMENT.fullmatch(segment):
             raise InvalidKeyError(f"storage key segment {segment!r} is not allowed")
     return key
 

@@ -412,10 +412,6 @@ def test_minio_with_endpoint_loads(tmp_path: Path) -> None:
     assert s.storage.minio_endpoint == "localhost:9000"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="float settings accept NaN: NaN fails neither bound check in _coerce",
-)
 @pytest.mark.parametrize(
     "env",
     [
