@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -177,6 +178,9 @@ def serve(host: str | None, port: int | None, no_keys: bool) -> None:
 
     settings = load({"server.host": host, "server.port": port})
     configure_logging(settings.log.level)
+    # Fail before first-run initialisation, so no keys are made for a server that
+    # cannot start.
+    _check_can_listen(settings.server.host, settings.server.port)
     services = open_services(settings)
     _print_init(initialize(services, create_keys=not no_keys), settings, as_json=False)
     app = create_app(settings, services)
@@ -201,6 +205,19 @@ def serve(host: str | None, port: int | None, no_keys: bool) -> None:
     finally:
         services.close()
     click.echo("banatie-local stopped.")
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}."
+        ) from exc
 
 
 # --------------------------------------------------------------------------- keys

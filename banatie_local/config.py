@@ -353,6 +353,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not valid TOML: it is not UTF-8 text.") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}.") from None
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peewee import SqliteDatabase
+from peewee import DatabaseError, SqliteDatabase
 
 from banatie_local.clock import Clock
-from banatie_local.db.migrations import migrate
+from banatie_local.db.migrations import MigrationError, migrate
 from banatie_local.db.models import database
 
 # WAL lets readers run beside the writer; NORMAL is durable across application
@@ -30,7 +30,11 @@ def open_database(path: Path, clock: Clock) -> SqliteDatabase:
     # IMMEDIATE transactions take the write lock up front, so a CLI command writing
     # beside a running server waits on busy_timeout instead of failing mid-transaction.
     db = SqliteDatabase(str(path), pragmas=PRAGMAS, lock_type="IMMEDIATE")
-    db.connect(reuse_if_open=True)
-    migrate(db, clock.now_us())
+    try:
+        db.connect(reuse_if_open=True)
+        migrate(db, clock.now_us())
+    except DatabaseError as exc:
+        db.close()
+        raise MigrationError(f"the database {path} cannot be used: {exc}.") from exc
     database.initialize(db)
     return db

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from peewee import SqliteDatabase
 
 from banatie_local.clock import Clock
-from banatie_local.config import Settings
+from banatie_local.config import ConfigError, Settings
 from banatie_local.db.connection import open_database
 from banatie_local.services.keys import KeyService
 from banatie_local.services.projects import DEFAULT_SLUG, ProjectService
@@ -35,7 +35,12 @@ def open_services(settings: Settings) -> Services:
     """Open the database (migrating it) and the storage named by ``settings``."""
     clock = Clock()
     storage = create_storage(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"the data directory {settings.data_dir} cannot be created: {exc.strerror or exc}."
+        ) from exc
     db = open_database(settings.database_path, clock)
     projects = ProjectService(db, clock)
     return Services(

@@ -303,6 +303,9 @@ def test_serve_on_a_taken_port_fails_cleanly(tmp_path: Path) -> None:
     assert f":{port}" in errors[0]
     assert "cannot listen" in errors[0]
     assert "banatie-local stopped." not in proc.stdout
+    # nothing was initialised for a server that never started
+    assert "bnt_" not in proc.stdout
+    assert not (tmp_path / "data" / "banatie.db").exists()
 
 
 def test_serve_with_a_bad_port_flag_is_a_clean_error(tmp_path: Path) -> None:
