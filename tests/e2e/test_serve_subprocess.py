@@ -272,29 +272,30 @@ def test_serve_uses_the_config_file(serve: StartServer, tmp_path: Path) -> None:
     assert again.stop(signal.SIGTERM) == 0, again.stderr
 
 
+def run_command(command: list[str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion with a clean environment, capturing its output."""
+    return subprocess.run(
+        [*command, *args],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 def test_serve_on_a_taken_port_fails_cleanly(tmp_path: Path) -> None:
     """A port in use stops ``serve`` with one sentence naming it, and no traceback."""
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "banatie_local",
-                "serve",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(tmp_path / "data"),
-            ],
+        proc = run_command(
+            [sys.executable, "-m", "banatie_local", "serve", "--port", str(port)],
+            "--data-dir",
+            str(tmp_path / "data"),
             cwd=tmp_path,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
         )
     assert proc.returncode != 0
     assert_no_traceback(proc.stdout, proc.stderr)
@@ -310,14 +311,11 @@ def test_serve_on_a_taken_port_fails_cleanly(tmp_path: Path) -> None:
 
 def test_serve_with_a_bad_port_flag_is_a_clean_error(tmp_path: Path) -> None:
     """``--port 0`` fails on the setting's bounds before anything starts."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "banatie_local", "serve", "--port", "0", "--data-dir", "d"],
+    proc = run_command(
+        [sys.executable, "-m", "banatie_local", "serve", "--port", "0"],
+        "--data-dir",
+        "d",
         cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
     )
     assert proc.returncode == 1
     assert_no_traceback(proc.stdout, proc.stderr)
@@ -342,15 +340,7 @@ def test_console_script_init_and_keys_list(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [script, *args],
-            cwd=tmp_path,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        return run_command([script], *args, cwd=tmp_path)
 
     init = run("init", "--json", "--data-dir", data)
     assert init.returncode == 0, init.stderr
