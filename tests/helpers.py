@@ -34,15 +34,28 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
 class LiveServer:
     """Runs ``app`` with Sanic's own server on 127.0.0.1 in a thread with its own loop."""
 
-    def __init__(self, app: Sanic, port: int | None = None) -> None:
+    def __init__(self, app: Sanic[Any, Any]) -> None:
         self.app = app
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0
+        self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def start(self) -> LiveServer:
+    def start(self, attempts: int = 5) -> LiveServer:
+        """Start on a free port; another process may grab the port first, so retry."""
+        for _ in range(attempts - 1):
+            try:
+                return self._start_once()
+            except RuntimeError as exc:
+                if not isinstance(exc.__cause__, OSError):
+                    raise
+        return self._start_once()
+
+    def _start_once(self) -> LiveServer:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._error = None
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
         self._thread.start()
