@@ -18,7 +18,7 @@ from banatie_local.config import Settings
 from banatie_local.http import errors
 from banatie_local.http.auth import attach_rate_headers, require_master_key, require_project_key
 from banatie_local.http.responses import dumps
-from banatie_local.http.routes import admin, health, project
+from banatie_local.http.routes import admin, cdn, health, images, project
 from banatie_local.services.container import Services, open_services
 
 Handler = Callable[..., Coroutine[Any, Any, HTTPResponse | None]]
@@ -33,6 +33,14 @@ ROUTES: Final[list[tuple[str, str, str, Handler]]] = [
     ("master", "DELETE", "/api/admin/keys/<key_id:str>", admin.revoke_key),
     ("project", "GET", "/api/v1/project", project.get_project),
     ("project", "PUT", "/api/v1/project", project.update_project),
+    ("project", "POST", "/api/v1/images/upload", images.upload_image),
+    ("project", "GET", "/api/v1/images", images.list_images),
+    ("project", "GET", "/api/v1/images/<ref:str>", images.get_image),
+    ("project", "PUT", "/api/v1/images/<ref:str>", images.update_image),
+    ("project", "PUT", "/api/v1/images/<ref:str>/alias", images.set_image_alias),
+    ("project", "DELETE", "/api/v1/images/<ref:str>", images.delete_image),
+    ("public", "GET", "/cdn/<org:str>/<project:str>/img/<ref:str>", cdn.cdn_image),
+    ("public", "HEAD", "/cdn/<org:str>/<project:str>/img/<ref:str>", cdn.cdn_image),
 ]
 
 _GUARDS: Final[dict[str, Callable[..., Awaitable[None]] | None]] = {
@@ -71,7 +79,8 @@ def _add_routes(app: Sanic[Any, Any]) -> None:
             bp.on_request(guard)
         for route_access, method, path, handler in ROUTES:
             if route_access == access:
-                bp.add_route(handler, path, methods=[method], name=handler.__name__)
+                name = f"{handler.__name__}_{method.lower()}"
+                bp.add_route(handler, path, methods=[method], name=name)
         app.blueprint(bp)
 
 

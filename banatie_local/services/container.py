@@ -10,6 +10,11 @@ from peewee import SqliteDatabase
 from banatie_local.clock import Clock
 from banatie_local.config import ConfigError, Settings
 from banatie_local.db.connection import open_database
+from banatie_local.services.aliases import AliasService
+from banatie_local.services.cascade import Cascade
+from banatie_local.services.flows import FlowService
+from banatie_local.services.imagecache import ImageCache
+from banatie_local.services.images import ImageService
 from banatie_local.services.keys import KeyService
 from banatie_local.services.projects import DEFAULT_SLUG, ProjectService
 from banatie_local.services.ratelimit import SlidingWindowLimiter
@@ -25,6 +30,10 @@ class Services:
     projects: ProjectService
     keys: KeyService
     key_limiter: SlidingWindowLimiter
+    image_cache: ImageCache
+    aliases: AliasService
+    flows: FlowService
+    images: ImageService
     started_at: float = field(default_factory=time.monotonic)
 
     def close(self) -> None:
@@ -43,6 +52,10 @@ def open_services(settings: Settings) -> Services:
         ) from exc
     db = open_database(settings.database_path, clock)
     projects = ProjectService(db, clock)
+    cache = ImageCache(settings.live.memory_cache_mb * 1024 * 1024)
+    aliases = AliasService(db, clock)
+    flows = FlowService(db, clock)
+    cascade = Cascade(db, clock, storage, cache)
     return Services(
         settings=settings,
         clock=clock,
@@ -51,6 +64,10 @@ def open_services(settings: Settings) -> Services:
         projects=projects,
         keys=KeyService(db, clock, projects),
         key_limiter=SlidingWindowLimiter(settings.limits.requests_per_hour),
+        image_cache=cache,
+        aliases=aliases,
+        flows=flows,
+        images=ImageService(db, clock, settings, storage, cache, aliases, flows, cascade),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
@@ -31,3 +32,19 @@ def is_uuid(value: str) -> bool:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+MAX_META_BYTES = 16 * 1024
+
+
+def check_meta(value: object, field: str = "meta") -> dict[str, object]:
+    """A JSON object of at most 16 KB, as stored in ``meta`` columns."""
+    if not isinstance(value, dict):
+        raise ValidationError(f"{field} must be a JSON object.", field)
+    try:
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+    except (TypeError, ValueError):
+        raise ValidationError(f"{field} must be a JSON object.", field) from None
+    if size > MAX_META_BYTES:
+        raise ValidationError(f"{field} must be at most {MAX_META_BYTES} bytes of JSON.", field)
+    return value

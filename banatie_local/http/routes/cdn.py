@@ -1,0 +1,52 @@
+"""The public image route (API.md §6): bytes from memory, one raw query on a miss."""
+
+from __future__ import annotations
+
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from banatie_local.errors import NotFoundError
+from banatie_local.http.auth import services_of
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak or strong) or ``*``."""
+    if not header:
+        return False
+    for candidate in header.split(","):
+        tag = candidate.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def not_modified(etag: str, image_id: str, max_age: int) -> HTTPResponse:
+    return HTTPResponse(
+        status=304,
+        headers={
+            "ETag": etag,
+            "Cache-Control": f"public, max-age={max_age}",
+            "X-Image-Id": image_id,
+        },
+    )
+
+
+async def cdn_image(request: Request, org: str, project: str, ref: str) -> HTTPResponse:
+    """Image bytes by id or project ``@alias``; ``If-None-Match`` answers 304."""
+    services = services_of(request)
+    cache = services.image_cache
+    key = (org, project, ref)
+    entry = cache.get(key)
+    if entry is None:
+        epoch = cache.epoch
+        found = services.images.public_lookup(org, project, ref)
+        if found is None:
+            raise NotFoundError(f"image {ref} does not exist.", "IMAGE_NOT_FOUND")
+        image_id, mime, file_hash, storage_key = found
+        if etag_matches(request.headers.get("if-none-match"), f'"{file_hash}"'):
+            return not_modified(f'"{file_hash}"', image_id, services.settings.cdn.max_age)
+        entry = await services.images.public_bytes(image_id, mime, file_hash, storage_key)
+        cache.put(key, entry, epoch)
+    elif etag_matches(request.headers.get("if-none-match"), entry.etag):
+        return not_modified(entry.etag, entry.image_id, services.settings.cdn.max_age)
+    return HTTPResponse(entry.data, headers=entry.headers, content_type=entry.content_type)

@@ -1,0 +1,133 @@
+"""Images of the key's project (API.md §3)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from banatie_local.db.models import Image
+from banatie_local.errors import ValidationError
+from banatie_local.http.auth import context_of, services_of
+from banatie_local.http.responses import ok, page
+from banatie_local.http.validation import Body, pagination
+from banatie_local.services.aliases import ALIAS_RE
+from banatie_local.services.flows import ABSENT
+from banatie_local.services.imagefile import invalid
+from banatie_local.services.images import SOURCES, ImageFilters, Upload, image_to_dict
+from banatie_local.services.validation import MAX_META_BYTES, check_meta, is_uuid
+
+
+def present(request: Request, image: Image) -> dict[str, Any]:
+    ctx = context_of(request)
+    base = services_of(request).settings.public_base_url
+    return image_to_dict(image, ctx.organization.slug, ctx.project.slug, base)
+
+
+def flow_arg(request: Request) -> str | None:
+    """``?flowId=``: a UUID or nothing."""
+    raw = request.args.get("flowId")
+    if raw is None or raw == "":
+        return None
+    if not is_uuid(raw):
+        raise ValidationError("flowId must be a UUID.", "flowId")
+    return str(raw).lower()
+
+
+def _form_text(request: Request, name: str, max_length: int) -> str | None:
+    value = request.form.get(name) if request.form else None
+    if value is None:
+        return None
+    if len(value) > max_length:
+        raise ValidationError(f"{name} must be at most {max_length} characters.", name)
+    return str(value)
+
+
+def _read_upload(request: Request) -> Upload:
+    if not request.content_type.startswith("multipart/form-data"):
+        raise invalid("send the image as multipart/form-data in a field named file.")
+    try:
+        files = request.files
+    except Exception:  # a malformed multipart body is the client's fault, never a 500
+        raise invalid("the multipart body could not be parsed.") from None
+    upload = files.get("file") if files else None
+    if upload is None:
+        raise invalid("the upload has no file field.")
+    flow_raw = _form_text(request, "flowId", 64)
+    meta_raw = _form_text(request, "meta", MAX_META_BYTES)
+    meta = None
+    if meta_raw is not None and meta_raw.strip():
+        try:
+            meta = check_meta(json.loads(meta_raw))
+        except ValueError:
+            raise ValidationError("meta must be a JSON object.", "meta") from None
+    return Upload(
+        data=upload.body,
+        alias=_form_text(request, "alias", 64),
+        flow_id=ABSENT if not flow_raw else (None if flow_raw == "null" else flow_raw),
+        flow_alias=_form_text(request, "flowAlias", 64),
+        meta=meta,
+    )
+
+
+async def upload_image(request: Request) -> HTTPResponse:
+    """Upload a PNG, JPEG or WebP image (multipart field ``file``)."""
+    image = await services_of(request).images.upload(context_of(request), _read_upload(request))
+    return ok(present(request, image), 201)
+
+
+async def list_images(request: Request) -> HTTPResponse:
+    """Images newest first, filtered by ``flowId``, ``source`` and ``alias``."""
+    paging = pagination(request)
+    source = request.args.get("source") or None
+    if source is not None and source not in SOURCES:
+        raise ValidationError("source must be generated or uploaded.", "source")
+    alias = request.args.get("alias") or None
+    if alias is not None and not ALIAS_RE.match(alias):
+        raise ValidationError("alias must look like @name.", "alias", "INVALID_ALIAS_FORMAT")
+    filters = ImageFilters(flow_id=flow_arg(request), source=source, alias=alias)
+    images, total = services_of(request).images.list_page(
+        context_of(request), filters, paging.limit, paging.offset
+    )
+    return page([present(request, image) for image in images], total, paging)
+
+
+def _image(request: Request, ref: str) -> Image:
+    return services_of(request).images.get(context_of(request), ref, flow_arg(request))
+
+
+async def get_image(request: Request, ref: str) -> HTTPResponse:
+    """One image by id or ``@alias`` (``?flowId=`` gives the flow context)."""
+    return ok(present(request, _image(request, ref)))
+
+
+async def update_image(request: Request, ref: str) -> HTTPResponse:
+    """Change ``focalPoint`` and ``meta``; an ``alias`` field is ignored."""
+    body = Body.of(request)
+    image = _image(request, ref)
+    meta = body.data.get("meta", ABSENT)
+    updated = services_of(request).images.update(
+        image,
+        focal_point=body.data.get("focalPoint", ABSENT),
+        meta=None if meta is ABSENT else check_meta({} if meta is None else meta),
+    )
+    return ok(present(request, updated))
+
+
+async def set_image_alias(request: Request, ref: str) -> HTTPResponse:
+    """Assign (``{"alias": "@name"}``, moving it) or remove (``{"alias": null}``)."""
+    body = Body.of(request, required=True)
+    if not body.has("alias"):
+        raise ValidationError("alias is required (a string, or null to remove).", "alias")
+    alias = body.text("alias", max_length=64)
+    image = services_of(request).images.set_alias(_image(request, ref), alias)
+    return ok(present(request, image))
+
+
+async def delete_image(request: Request, ref: str) -> HTTPResponse:
+    """Delete the image, its file, and every reference to it."""
+    image = _image(request, ref)
+    await services_of(request).images.delete(image)
+    return ok({"id": image.id})

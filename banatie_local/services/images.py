@@ -1,0 +1,255 @@
+"""Images: upload, list, get, update, alias and delete (API.md §3), and the public
+lookup behind the CDN route (§6)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from peewee import SqliteDatabase
+
+from banatie_local.clock import Clock, iso
+from banatie_local.config import Settings
+from banatie_local.db.models import Image
+from banatie_local.errors import NotFoundError, PayloadTooLargeError, ValidationError
+from banatie_local.services.aliases import AliasService, check_alias
+from banatie_local.services.cascade import Cascade
+from banatie_local.services.context import Context
+from banatie_local.services.flows import ABSENT, FlowService, choose_flow
+from banatie_local.services.imagecache import CachedImage, ImageCache
+from banatie_local.services.imagefile import inspect
+from banatie_local.services.validation import is_uuid, new_id
+from banatie_local.storage import Storage, image_key
+from banatie_local.storage.base import StorageError
+
+SOURCES = ("generated", "uploaded")
+
+_PUBLIC_LOOKUP = (
+    "SELECT i.id, i.mime_type, i.file_hash, i.storage_key FROM images i"
+    " JOIN projects p ON p.id = i.project_id"
+    " JOIN organizations o ON o.id = p.organization_id"
+    " WHERE o.slug = ? AND p.slug = ? AND "
+)
+_PUBLIC_BY_ID = _PUBLIC_LOOKUP + "i.id = ?"
+_PUBLIC_BY_ALIAS = _PUBLIC_LOOKUP + "i.alias = ?"
+
+
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    alias: str | None = None
+    flow_id: Any = ABSENT  # ABSENT, None or a string
+    flow_alias: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ImageFilters:
+    flow_id: str | None = None
+    source: str | None = None
+    alias: str | None = None
+
+
+class ImageService:
+    def __init__(
+        self,
+        db: SqliteDatabase,
+        clock: Clock,
+        settings: Settings,
+        storage: Storage,
+        cache: ImageCache,
+        aliases: AliasService,
+        flows: FlowService,
+        cascade: Cascade,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings
+        self.storage = storage
+        self.cache = cache
+        self.aliases = aliases
+        self.flows = flows
+        self.cascade = cascade
+
+    # ----------------------------------------------------------------- upload
+
+    async def upload(self, ctx: Context, upload: Upload) -> Image:
+        """Store an uploaded image; every input is checked before anything is written."""
+        if len(upload.data) > self.settings.max_upload_bytes:
+            raise PayloadTooLargeError(
+                f"the file is larger than {self.settings.server.max_upload_mb:g} MB."
+            )
+        alias = check_alias(upload.alias) if upload.alias is not None else None
+        flow_alias = (
+            check_alias(upload.flow_alias, "flowAlias") if upload.flow_alias is not None else None
+        )
+        choice = choose_flow(upload.flow_id, flow_alias)
+        facts = await asyncio.to_thread(inspect, upload.data)
+        image_id = new_id()
+        key = image_key(ctx.organization.slug, ctx.project.slug, image_id)
+        await self.storage.put(key, upload.data, facts.mime_type)
+        try:
+            with self.db.atomic():
+                self.flows.apply(ctx.project_id, choice)
+                now = self.clock.now_us()
+                image = Image.create(
+                    id=image_id,
+                    project_id=ctx.project_id,
+                    flow_id=choice.flow_id,
+                    generation_id=None,
+                    storage_key=key,
+                    mime_type=facts.mime_type,
+                    file_size=facts.file_size,
+                    file_hash=facts.file_hash,
+                    width=facts.width,
+                    height=facts.height,
+                    source="uploaded",
+                    meta=upload.meta or {},
+                    created_at=now,
+                    updated_at=now,
+                )
+                self._apply_aliases(image, alias, flow_alias)
+        except BaseException:
+            await self.cascade.remove_files([key])
+            raise
+        return image
+
+    def _apply_aliases(self, image: Image, alias: str | None, flow_alias: str | None) -> None:
+        if alias is not None:
+            self.evict(self.aliases.assign_project_alias(image, alias))
+        if flow_alias is not None and image.flow_id is not None:
+            self.aliases.set_flow_alias(image.flow_id, flow_alias, image.id)
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, ctx: Context, ref: str, flow_id: str | None = None) -> Image:
+        """An image of this project by id or ``@alias`` (with an optional flow context)."""
+        return self.aliases.resolve_ref(ctx.project_id, ref, flow_id)
+
+    def list_page(
+        self, ctx: Context, filters: ImageFilters, limit: int, offset: int
+    ) -> tuple[list[Image], int]:
+        """Images newest first, filtered, with the total count."""
+        query = Image.select().where(Image.project_id == ctx.project_id)
+        if filters.flow_id is not None:
+            query = query.where(Image.flow_id == filters.flow_id)
+        if filters.source is not None:
+            query = query.where(Image.source == filters.source)
+        if filters.alias is not None:
+            query = query.where(Image.alias_name == filters.alias)
+        total = query.count()
+        rows = list(query.order_by(Image.created_at.desc()).limit(limit).offset(offset))
+        return rows, total
+
+    # ----------------------------------------------------------------- writes
+
+    def update(
+        self,
+        image: Image,
+        focal_point: Any = ABSENT,
+        meta: dict[str, Any] | None = None,
+    ) -> Image:
+        """Change ``focalPoint`` (``{x, y}`` in 0..1, or null) and/or ``meta`` (replaced)."""
+        if focal_point is not ABSENT:
+            image.focal_x, image.focal_y = check_focal_point(focal_point)
+        if meta is not None:
+            image.meta = meta
+        image.updated_at = self.clock.now_us()
+        image.save()
+        return image
+
+    def set_alias(self, image: Image, alias: str | None) -> Image:
+        """Assign (moving it from any other image) or remove the project alias."""
+        if alias is not None:
+            check_alias(alias)
+        self.evict(self.aliases.assign_project_alias(image, alias))
+        return image
+
+    async def delete(self, image: Image) -> None:
+        """Hard delete: the row, every reference to it, then the file."""
+        await self.cascade.delete_images([image])
+
+    def evict(self, image_ids: list[str]) -> None:
+        for image_id in image_ids:
+            self.cache.evict_image(image_id)
+
+    # ------------------------------------------------------------ public CDN
+
+    def public_lookup(self, org: str, project: str, ref: str) -> tuple[str, str, str, str] | None:
+        """``(id, mimeType, fileHash, storageKey)`` of a public image, by one raw query.
+
+        ``ref`` is an image id or a project alias; anything else finds nothing."""
+        if ref.startswith("@"):
+            query, value = _PUBLIC_BY_ALIAS, ref
+        elif is_uuid(ref):
+            query, value = _PUBLIC_BY_ID, ref.lower()
+        else:
+            return None
+        row = self.db.execute_sql(query, (org, project, value)).fetchone()
+        return (row[0], row[1], row[2], row[3]) if row else None
+
+    async def public_bytes(self, image_id: str, mime: str, file_hash: str, key: str) -> CachedImage:
+        """The stored bytes with their response headers; 404 if the file is missing."""
+        try:
+            data = await self.storage.get(key)
+        except FileNotFoundError:
+            raise NotFoundError(f"image {image_id} does not exist.", "IMAGE_NOT_FOUND") from None
+        except StorageError:
+            raise
+        etag = f'"{file_hash}"'
+        headers = {
+            "Cache-Control": f"public, max-age={self.settings.cdn.max_age}",
+            "ETag": etag,
+            "X-Image-Id": image_id,
+        }
+        return CachedImage(image_id, data, mime, etag, headers)
+
+
+def check_focal_point(value: Any) -> tuple[float | None, float | None]:
+    """``{x, y}`` with both in 0..1, or None."""
+    if value is None:
+        return None, None
+    bad = ValidationError(
+        "focalPoint must be {x, y} with numbers from 0 to 1, or null.", "focalPoint"
+    )
+    if not isinstance(value, dict):
+        raise bad
+    coords = []
+    for axis in ("x", "y"):
+        number = value.get(axis)
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise bad
+        if not math.isfinite(number) or not 0 <= number <= 1:
+            raise bad
+        coords.append(float(number))
+    return coords[0], coords[1]
+
+
+def image_to_dict(image: Image, org_slug: str, project_slug: str, base_url: str) -> dict[str, Any]:
+    """The image object of API.md §3."""
+    focal = (
+        {"x": image.focal_x, "y": image.focal_y}
+        if image.focal_x is not None and image.focal_y is not None
+        else None
+    )
+    return {
+        "id": image.id,
+        "projectId": image.project_id,
+        "flowId": image.flow_id,
+        "generationId": image.generation_id,
+        "storageKey": image.storage_key,
+        "storageUrl": f"{base_url}/cdn/{org_slug}/{project_slug}/img/{image.id}",
+        "mimeType": image.mime_type,
+        "fileSize": image.file_size,
+        "fileHash": image.file_hash,
+        "width": image.width,
+        "height": image.height,
+        "source": image.source,
+        "alias": image.alias_name,
+        "focalPoint": focal,
+        "meta": image.meta,
+        "createdAt": iso(image.created_at),
+        "updatedAt": iso(image.updated_at),
+    }
