@@ -80,7 +80,8 @@ def _add_routes(app: Sanic[Any, Any]) -> None:
         for route_access, method, path, handler in ROUTES:
             if route_access == access:
                 name = f"{handler.__name__}_{method.lower()}"
-                bp.add_route(handler, path, methods=[method], name=name)
+                # unquote: a client may send @hero as %40hero
+                bp.add_route(handler, path, methods=[method], name=name, unquote=True)
         app.blueprint(bp)
 
 
