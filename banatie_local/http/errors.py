@@ -54,7 +54,7 @@ def _sanic_error(request: Request, exc: SanicException) -> HTTPResponse:
         message = f"no route matches {request.method} {request.path}."
     elif isinstance(exc, MethodNotAllowed):
         message = f"{request.method} is not allowed on {request.path}."
-        allowed = getattr(exc, "allowed_methods", None)
+        allowed = getattr(exc, "allowed_methods", None) or _allowed_methods(request)
         if allowed:
             headers["Allow"] = ", ".join(sorted(allowed))
     elif isinstance(exc, PayloadTooLarge):
@@ -64,6 +64,19 @@ def _sanic_error(request: Request, exc: SanicException) -> HTTPResponse:
     if status not in (400, 404, 405, 408, 413):
         code = code if code != "VALIDATION_ERROR" else f"HTTP_{status}"
     return error(status, code, message, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods a path answers. Sanic names them only for static paths, so for a
+    path with parameters ask the router once per method (this runs only on a 405)."""
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        try:
+            request.app.router.get(request.path, method, None)
+        except SanicException:
+            continue
+        allowed.append(method)
+    return allowed
 
 
 def install(app: Sanic[Any, Any]) -> None:

@@ -25,7 +25,7 @@ TECHNICAL: Final = ("@last", "@first", "@upload")
 
 def check_alias(value: object, field: str = "alias") -> str:
     """A user-assignable alias, or 400 ``INVALID_ALIAS_FORMAT`` / ``RESERVED_ALIAS``."""
-    if not isinstance(value, str) or not ALIAS_RE.match(value):
+    if not isinstance(value, str) or not ALIAS_RE.fullmatch(value):
         raise ValidationError(
             f"{field} must look like @name: @ then 1-49 letters, digits, _ or -.",
             field,
@@ -62,7 +62,7 @@ class AliasService:
 
     def resolve(self, project_id: str, alias: str, flow_id: str | None = None) -> Image:
         """The image ``alias`` names in this project, in the flow context if given."""
-        if not ALIAS_RE.match(alias):
+        if not ALIAS_RE.fullmatch(alias):
             raise ValidationError(
                 f"{alias!r} is not an alias (@ then 1-49 letters, digits, _ or -).",
                 "alias",

@@ -147,7 +147,7 @@ class KeyService:
         """The owner of a presented key, or the 401 that says why not."""
         if not plaintext:
             raise AuthError("send your API key in the X-API-Key header.", "MISSING_API_KEY")
-        if not KEY_RE.match(plaintext):
+        if not KEY_RE.fullmatch(plaintext):
             raise AuthError("the API key is not valid.", "INVALID_API_KEY")
         record = _with_owners().where(ApiKey.key_hash == hash_key(plaintext)).first()
         if record is None:

@@ -13,7 +13,7 @@ SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 def check_slug(value: str, field: str) -> str:
     """An organization or project slug (``^[a-z0-9][a-z0-9-]{0,62}$``)."""
-    if not SLUG_RE.match(value):
+    if not SLUG_RE.fullmatch(value):
         raise ValidationError(
             f"{field} must be 1-63 lowercase letters, digits or hyphens, "
             "starting with a letter or digit.",

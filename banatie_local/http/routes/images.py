@@ -85,7 +85,7 @@ async def list_images(request: Request) -> HTTPResponse:
     if source is not None and source not in SOURCES:
         raise ValidationError("source must be generated or uploaded.", "source")
     alias = request.args.get("alias") or None
-    if alias is not None and not ALIAS_RE.match(alias):
+    if alias is not None and not ALIAS_RE.fullmatch(alias):
         raise ValidationError("alias must look like @name.", "alias", "INVALID_ALIAS_FORMAT")
     filters = ImageFilters(flow_id=flow_arg(request), source=source, alias=alias)
     images, total = services_of(request).images.list_page(
