@@ -21,6 +21,18 @@ MAX_OFFSET = 10**9
 _MISSING = object()
 
 
+def _no_constants(token: str) -> Any:
+    raise ValueError(f"{token} is not valid JSON")
+
+
+def parse_json(raw: bytes | str, field: str) -> Any:
+    """Strict JSON: no NaN/Infinity, and nesting too deep for the parser is a 400."""
+    try:
+        return json.loads(raw, parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ValidationError(f"{field} is not valid JSON.", field) from None
+
+
 @dataclass(frozen=True)
 class Page:
     limit: int
@@ -60,10 +72,7 @@ class Body:
             if required:
                 raise ValidationError("the request body must be a JSON object.", "body")
             return cls({})
-        try:
-            value = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise ValidationError("the request body is not valid JSON.", "body") from None
+        value = parse_json(raw, "body")
         if not isinstance(value, dict):
             raise ValidationError("the request body must be a JSON object.", "body")
         return cls(value)

@@ -43,7 +43,7 @@ def check_meta(value: object, field: str = "meta") -> dict[str, object]:
         raise ValidationError(f"{field} must be a JSON object.", field)
     try:
         size = len(json.dumps(value, separators=(",", ":")).encode())
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise ValidationError(f"{field} must be a JSON object.", field) from None
     if size > MAX_META_BYTES:
         raise ValidationError(f"{field} must be at most {MAX_META_BYTES} bytes of JSON.", field)

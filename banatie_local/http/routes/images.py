@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sanic.request import Request
@@ -12,12 +11,14 @@ from banatie_local.db.models import Image
 from banatie_local.errors import ValidationError
 from banatie_local.http.auth import context_of, services_of
 from banatie_local.http.responses import ok, page
-from banatie_local.http.validation import Body, pagination
-from banatie_local.services.aliases import ALIAS_RE
+from banatie_local.http.validation import Body, pagination, parse_json
+from banatie_local.services.aliases import ALIAS_RE, check_alias
 from banatie_local.services.flows import ABSENT
 from banatie_local.services.imagefile import invalid
 from banatie_local.services.images import SOURCES, ImageFilters, Upload, image_to_dict
 from banatie_local.services.validation import MAX_META_BYTES, check_meta, is_uuid
+
+MAX_FIELD_LENGTH = 1000
 
 
 def present(request: Request, image: Image) -> dict[str, Any]:
@@ -59,15 +60,13 @@ def _read_upload(request: Request) -> Upload:
     meta_raw = _form_text(request, "meta", MAX_META_BYTES)
     meta = None
     if meta_raw is not None and meta_raw.strip():
-        try:
-            meta = check_meta(json.loads(meta_raw))
-        except ValueError:
-            raise ValidationError("meta must be a JSON object.", "meta") from None
+        meta = check_meta(parse_json(meta_raw, "meta"))
     return Upload(
         data=upload.body,
-        alias=_form_text(request, "alias", 64),
+        # Long or odd aliases are left to check_alias, which names the right error code.
+        alias=_form_text(request, "alias", MAX_FIELD_LENGTH),
         flow_id=ABSENT if not flow_raw else (None if flow_raw == "null" else flow_raw),
-        flow_alias=_form_text(request, "flowAlias", 64),
+        flow_alias=_form_text(request, "flowAlias", MAX_FIELD_LENGTH),
         meta=meta,
     )
 
@@ -121,7 +120,9 @@ async def set_image_alias(request: Request, ref: str) -> HTTPResponse:
     body = Body.of(request, required=True)
     if not body.has("alias"):
         raise ValidationError("alias is required (a string, or null to remove).", "alias")
-    alias = body.text("alias", max_length=64)
+    alias = body.text("alias", max_length=MAX_FIELD_LENGTH)
+    if alias is not None:
+        alias = check_alias(alias)
     image = services_of(request).images.set_alias(_image(request, ref), alias)
     return ok(present(request, image))
 
