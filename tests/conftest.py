@@ -45,6 +45,17 @@ class Running:
         headers = {"X-API-Key": self.master_key or "", **kwargs.pop("headers", {})}
         return self.client.request(method, path, headers=headers, **kwargs)
 
+    def new_project_key(self, org: str = "other", project: str = "site") -> str:
+        """A project key for another project (created through the admin API)."""
+        response = self.admin(
+            "POST",
+            "/api/admin/keys",
+            json={"type": "project", "organizationSlug": org, "projectSlug": project},
+        )
+        assert response.status_code == 201, response.text
+        key: str = response.json()["data"]["key"]
+        return key
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:

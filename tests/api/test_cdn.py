@@ -64,14 +64,7 @@ def upload(
 
 def other_project_key(app: Running) -> str:
     """A project key for organization ``other``, project ``site``."""
-    response = app.admin(
-        "POST",
-        "/api/admin/keys",
-        json={"type": "project", "organizationSlug": "other", "projectSlug": "site"},
-    )
-    assert response.status_code == 201, response.text
-    key: str = response.json()["data"]["key"]
-    return key
+    return app.new_project_key("other", "site")
 
 
 def raw_request(

@@ -121,14 +121,7 @@ def as_key(app: Running, key: str, method: str, path: str, **kwargs: Any) -> htt
 
 
 def second_project_key(app: Running) -> str:
-    response = app.admin(
-        "POST",
-        "/api/admin/keys",
-        json={"type": "project", "organizationSlug": "other", "projectSlug": "site"},
-    )
-    assert response.status_code == 201, response.text
-    key: str = response.json()["data"]["key"]
-    return key
+    return app.new_project_key("other", "site")
 
 
 def project_id(app: Running) -> str:
