@@ -90,6 +90,9 @@ class GenerationSettings:
         120.0, "Seconds allowed for one provider call", minimum=1, maximum=3600
     )
     max_retries: int = setting(2, "Retries on provider 429/5xx answers", minimum=0, maximum=10)
+    retry_backoff_seconds: float = setting(
+        1.0, "First retry delay; each later retry waits twice as long", minimum=0, maximum=60
+    )
 
 
 @dataclass(frozen=True)

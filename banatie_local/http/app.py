@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
@@ -18,7 +19,7 @@ from banatie_local.config import Settings
 from banatie_local.http import errors
 from banatie_local.http.auth import attach_rate_headers, require_master_key, require_project_key
 from banatie_local.http.responses import dumps
-from banatie_local.http.routes import admin, cdn, health, images, project
+from banatie_local.http.routes import admin, cdn, generations, health, images, project
 from banatie_local.services.container import Services, open_services
 
 Handler = Callable[..., Coroutine[Any, Any, HTTPResponse | None]]
@@ -39,6 +40,23 @@ ROUTES: Final[list[tuple[str, str, str, Handler]]] = [
     ("project", "PUT", "/api/v1/images/<ref:str>", images.update_image),
     ("project", "PUT", "/api/v1/images/<ref:str>/alias", images.set_image_alias),
     ("project", "DELETE", "/api/v1/images/<ref:str>", images.delete_image),
+    ("project", "POST", "/api/v1/generations", generations.create_generation),
+    ("project", "GET", "/api/v1/generations", generations.list_generations),
+    ("project", "GET", "/api/v1/generations/<generation_id:str>", generations.get_generation),
+    ("project", "PUT", "/api/v1/generations/<generation_id:str>", generations.update_generation),
+    (
+        "project",
+        "POST",
+        "/api/v1/generations/<generation_id:str>/regenerate",
+        generations.regenerate_generation,
+    ),
+    (
+        "project",
+        "POST",
+        "/api/v1/generations/<generation_id:str>/retry",
+        generations.regenerate_generation,
+    ),
+    ("project", "DELETE", "/api/v1/generations/<generation_id:str>", generations.delete_generation),
     ("public", "GET", "/cdn/<org:str>/<project:str>/img/<ref:str>", cdn.cdn_image),
     ("public", "HEAD", "/cdn/<org:str>/<project:str>/img/<ref:str>", cdn.cdn_image),
 ]
@@ -79,7 +97,8 @@ def _add_routes(app: Sanic[Any, Any]) -> None:
             bp.on_request(guard)
         for route_access, method, path, handler in ROUTES:
             if route_access == access:
-                name = f"{handler.__name__}_{method.lower()}"
+                # unique per route: one handler may serve two paths (regenerate, retry)
+                name = re.sub(r"[^a-z0-9]+", "_", f"{method} {path}".lower()).strip("_")
                 # unquote: a client may send @hero as %40hero
                 bp.add_route(handler, path, methods=[method], name=name, unquote=True)
         app.blueprint(bp)
@@ -95,6 +114,14 @@ def create_app(settings: Settings, services: Services | None = None) -> Sanic[An
     errors.install(app)
     _add_routes(app)
     app.on_response(attach_rate_headers)
+
+    @app.before_server_start
+    async def _recover(app: Sanic[Any, Any]) -> None:
+        app.ctx.services.generations.recover_interrupted()
+
+    @app.before_server_stop
+    async def _stop_work(app: Sanic[Any, Any]) -> None:
+        await app.ctx.services.generations.shutdown()
 
     @app.after_server_stop
     async def _close(app: Sanic[Any, Any]) -> None:

@@ -10,9 +10,11 @@ from peewee import SqliteDatabase
 from banatie_local.clock import Clock
 from banatie_local.config import ConfigError, Settings
 from banatie_local.db.connection import open_database
+from banatie_local.providers import ImageProvider, create_provider
 from banatie_local.services.aliases import AliasService
 from banatie_local.services.cascade import Cascade
 from banatie_local.services.flows import FlowService
+from banatie_local.services.generations import GenerationService
 from banatie_local.services.imagecache import ImageCache
 from banatie_local.services.images import ImageService
 from banatie_local.services.keys import KeyService
@@ -34,14 +36,17 @@ class Services:
     aliases: AliasService
     flows: FlowService
     images: ImageService
+    provider: ImageProvider
+    generations: GenerationService
     started_at: float = field(default_factory=time.monotonic)
 
     def close(self) -> None:
         self.db.close()
 
 
-def open_services(settings: Settings) -> Services:
-    """Open the database (migrating it) and the storage named by ``settings``."""
+def open_services(settings: Settings, provider: ImageProvider | None = None) -> Services:
+    """Open the database (migrating it), the storage and the provider that
+    ``settings`` name (``provider`` replaces the configured one)."""
     clock = Clock()
     storage = create_storage(settings)
     try:
@@ -56,6 +61,7 @@ def open_services(settings: Settings) -> Services:
     aliases = AliasService(db, clock)
     flows = FlowService(db, clock)
     cascade = Cascade(db, clock, storage, cache)
+    provider = provider or create_provider(settings)
     return Services(
         settings=settings,
         clock=clock,
@@ -68,6 +74,10 @@ def open_services(settings: Settings) -> Services:
         aliases=aliases,
         flows=flows,
         images=ImageService(db, clock, settings, storage, cache, aliases, flows, cascade),
+        provider=provider,
+        generations=GenerationService(
+            db, clock, settings, storage, aliases, flows, cascade, provider
+        ),
     )
 
 

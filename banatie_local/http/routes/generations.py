@@ -1,0 +1,135 @@
+"""Generations of the key's project (API.md §2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from banatie_local.db.models import Generation
+from banatie_local.errors import ValidationError
+from banatie_local.http.auth import context_of, services_of
+from banatie_local.http.responses import ok, page
+from banatie_local.http.routes.images import flow_arg, present
+from banatie_local.http.validation import Body, pagination
+from banatie_local.services.flows import ABSENT
+from banatie_local.services.generations import (
+    STATUSES,
+    GenerationFilters,
+    GenerationRequest,
+    check_template,
+    present_generations,
+)
+from banatie_local.services.validation import check_meta
+
+MAX_REF_LENGTH = 100
+
+
+def present_one(request: Request, generation: Generation) -> dict[str, Any]:
+    return present_generations([generation], lambda image: present(request, image))[0]
+
+
+def _references(body: Body) -> list[str]:
+    value = body.data.get("referenceImages")
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and 0 < len(v) <= MAX_REF_LENGTH for v in value
+    ):
+        raise ValidationError(
+            "referenceImages must be an array of image ids or aliases.", "referenceImages"
+        )
+    return value
+
+
+def _template(body: Body) -> str:
+    options = body.mapping("enhancementOptions")
+    if not options or options.get("template") is None:
+        return "general"
+    return check_template(options["template"])
+
+
+def _generation_request(body: Body) -> GenerationRequest:
+    meta = body.mapping("meta")
+    return GenerationRequest(
+        prompt=body.text("prompt", required=True, max_length=100_000) or "",
+        aspect_ratio=body.text("aspectRatio", max_length=16) or "1:1",
+        reference_images=_references(body),
+        flow_id=body.data.get("flowId", ABSENT),
+        alias=body.text("alias", max_length=1000),
+        flow_alias=body.text("flowAlias", max_length=1000),
+        auto_enhance=True
+        if body.boolean("autoEnhance") is None
+        else bool(body.boolean("autoEnhance")),
+        template=_template(body),
+        meta=check_meta(meta) if meta is not None else None,
+    )
+
+
+def wants_async(request: Request) -> bool:
+    prefer = request.headers.get("prefer", "")
+    return any(token.strip().lower() == "respond-async" for token in prefer.split(","))
+
+
+async def create_generation(request: Request) -> HTTPResponse:
+    """Generate an image: 201 when done, or 202 at once with ``Prefer: respond-async``."""
+    body = Body.of(request, required=True)
+    wait = not wants_async(request)
+    generation = await services_of(request).generations.create(
+        context_of(request), _generation_request(body), wait=wait
+    )
+    return ok(present_one(request, generation), 201 if wait else 202)
+
+
+async def list_generations(request: Request) -> HTTPResponse:
+    """Generations newest first, filtered by ``flowId`` and ``status``."""
+    paging = pagination(request)
+    status = request.args.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise ValidationError(f"status must be one of {', '.join(STATUSES)}.", "status")
+    filters = GenerationFilters(flow_id=flow_arg(request), status=status)
+    rows, total = services_of(request).generations.list_page(
+        context_of(request), filters, paging.limit, paging.offset
+    )
+    items = present_generations(rows, lambda image: present(request, image))
+    return page(items, total, paging)
+
+
+def _generation(request: Request, generation_id: str) -> Generation:
+    return services_of(request).generations.get(context_of(request), generation_id)
+
+
+async def get_generation(request: Request, generation_id: str) -> HTTPResponse:
+    """One generation with its output and reference images."""
+    return ok(present_one(request, _generation(request, generation_id)))
+
+
+async def update_generation(request: Request, generation_id: str) -> HTTPResponse:
+    """Change ``meta``/``flowId``; a new ``prompt`` or ``aspectRatio`` regenerates in place."""
+    body = Body.of(request, required=True)
+    generation = _generation(request, generation_id)
+    meta = body.data.get("meta", ABSENT)
+    updated = await services_of(request).generations.update(
+        context_of(request),
+        generation,
+        prompt=body.text("prompt", max_length=100_000),
+        aspect_ratio=body.text("aspectRatio", max_length=16),
+        flow_id=body.data.get("flowId", ABSENT),
+        meta=None if meta is ABSENT else check_meta({} if meta is None else meta),
+    )
+    return ok(present_one(request, updated))
+
+
+async def regenerate_generation(request: Request, generation_id: str) -> HTTPResponse:
+    """Run again with the stored parameters, in place (same image id and URL)."""
+    generation = _generation(request, generation_id)
+    updated = await services_of(request).generations.regenerate(context_of(request), generation)
+    return ok(present_one(request, updated))
+
+
+async def delete_generation(request: Request, generation_id: str) -> HTTPResponse:
+    """Delete the generation; its image goes too unless it has a project alias."""
+    generation = _generation(request, generation_id)
+    await services_of(request).generations.delete(generation)
+    return ok({"id": generation.id})

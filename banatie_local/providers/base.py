@@ -1,0 +1,55 @@
+"""The provider interface: draw an image, and rewrite a prompt."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Protocol
+
+from PIL import Image as PILImage
+
+
+@dataclass(frozen=True)
+class ReferenceImage:
+    data: bytes
+    mime_type: str
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    data: bytes
+    mime_type: str
+    width: int
+    height: int
+    model: str
+
+
+class ProviderError(Exception):
+    """A generation or enhancement failed; ``message`` is safe to show and store
+    (it never contains credentials)."""
+
+    def __init__(self, message: str, kind: str = "error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+
+
+class ImageProvider(Protocol):
+    name: str
+
+    async def generate(
+        self, prompt: str, aspect_ratio: str, references: list[ReferenceImage]
+    ) -> GeneratedImage:
+        """Draw an image for ``prompt``; raise ``ProviderError`` on failure."""
+        ...
+
+    async def enhance(self, prompt: str, template: str) -> str:
+        """Rewrite ``prompt`` in the style of ``template``; raise ``ProviderError``."""
+        ...
+
+
+def measure(data: bytes) -> tuple[int, int]:
+    """Width and height from an image's header (no full decode)."""
+    with PILImage.open(io.BytesIO(data)) as img:
+        width, height = img.size
+    return int(width), int(height)

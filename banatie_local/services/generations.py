@@ -1,0 +1,504 @@
+"""Generations (API.md §2): one code path for the API, live URLs, regenerate and the CLI.
+
+A generation row is written ``pending`` before any work starts, goes ``processing``,
+and ends ``success`` or ``failed``; a row left behind by a crash is marked failed at
+the next start (``recover_interrupted``). The output is stored before its image row
+is committed, so a crash leaves at worst a file without a row, never a row without
+a file. Regeneration rewrites the same image id, storage key and URL with new bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from peewee import SqliteDatabase
+
+from banatie_local.clock import Clock, iso
+from banatie_local.config import Settings
+from banatie_local.constants import (
+    ASPECT_RATIOS,
+    DEFAULT_API_ASPECT_RATIO,
+    DEFAULT_TEMPLATE,
+    MAX_PROMPT_LENGTH,
+    TEMPLATES,
+)
+from banatie_local.db.models import Generation, GenerationReference, Image
+from banatie_local.errors import NotFoundError, ValidationError
+from banatie_local.providers import ImageProvider, ProviderError, ReferenceImage
+from banatie_local.providers.base import GeneratedImage
+from banatie_local.services.aliases import AliasService, Reference, check_alias
+from banatie_local.services.cascade import Cascade
+from banatie_local.services.context import Context
+from banatie_local.services.flows import ABSENT, FlowService, choose_flow
+from banatie_local.services.validation import is_uuid, new_id
+from banatie_local.storage import Storage, StorageError, image_key
+
+log = logging.getLogger(__name__)
+
+STATUSES: Final = ("pending", "processing", "success", "failed")
+SYSTEM_META: Final = ("provider", "model", "enhancementError")
+MAX_EXPLICIT_REFERENCES: Final = 20
+MAX_ENHANCED_LENGTH: Final = 10_000
+INTERRUPTED: Final = "interrupted: the server stopped before this generation finished."
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What a caller asks for; checked by ``GenerationService.create``."""
+
+    prompt: str
+    aspect_ratio: str = DEFAULT_API_ASPECT_RATIO
+    reference_images: list[str] = field(default_factory=list)
+    flow_id: Any = ABSENT
+    alias: str | None = None
+    flow_alias: str | None = None
+    auto_enhance: bool = True
+    template: str = DEFAULT_TEMPLATE
+    meta: dict[str, Any] | None = None
+    prompt_limit: int = MAX_PROMPT_LENGTH
+
+
+def check_prompt(prompt: object, limit: int = MAX_PROMPT_LENGTH) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValidationError("prompt is required and must be non-empty text.", "prompt")
+    text = prompt.strip()
+    if len(text) > limit:
+        raise ValidationError(f"prompt must be at most {limit} characters.", "prompt")
+    return text
+
+
+def check_aspect_ratio(value: object, field_name: str = "aspectRatio") -> str:
+    if not isinstance(value, str) or value not in ASPECT_RATIOS:
+        raise ValidationError(
+            f"{field_name} must be one of {', '.join(ASPECT_RATIOS)}.",
+            field_name,
+            "INVALID_ASPECT_RATIO",
+        )
+    return value
+
+
+def check_template(value: object, field_name: str = "enhancementOptions.template") -> str:
+    if not isinstance(value, str) or value not in TEMPLATES:
+        raise ValidationError(f"{field_name} must be one of {', '.join(TEMPLATES)}.", field_name)
+    return value
+
+
+@dataclass(frozen=True)
+class GenerationFilters:
+    flow_id: str | None = None
+    status: str | None = None
+
+
+class GenerationService:
+    def __init__(
+        self,
+        db: SqliteDatabase,
+        clock: Clock,
+        settings: Settings,
+        storage: Storage,
+        aliases: AliasService,
+        flows: FlowService,
+        cascade: Cascade,
+        provider: ImageProvider,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings
+        self.storage = storage
+        self.aliases = aliases
+        self.flows = flows
+        self.cascade = cascade
+        self.provider = provider
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ----------------------------------------------------------------- create
+
+    async def create(
+        self, ctx: Context, request: GenerationRequest, wait: bool = True
+    ) -> Generation:
+        """Record a generation and run it now (``wait``) or in the background."""
+        prompt = check_prompt(request.prompt, request.prompt_limit)
+        ratio = check_aspect_ratio(request.aspect_ratio)
+        template = check_template(request.template)
+        alias = check_alias(request.alias) if request.alias is not None else None
+        flow_alias = (
+            check_alias(request.flow_alias, "flowAlias") if request.flow_alias is not None else None
+        )
+        if len(request.reference_images) > MAX_EXPLICIT_REFERENCES:
+            raise ValidationError(
+                f"at most {MAX_EXPLICIT_REFERENCES} referenceImages entries are accepted.",
+                "referenceImages",
+                "TOO_MANY_REFERENCES",
+            )
+        choice = choose_flow(request.flow_id, flow_alias)
+        references = self.aliases.references(
+            ctx.project_id, request.reference_images, prompt, choice.flow_id
+        )
+        with self.db.atomic():
+            self.flows.apply(ctx.project_id, choice)
+            now = self.clock.now_us()
+            generation = Generation.create(
+                id=new_id(),
+                project_id=ctx.project_id,
+                flow_id=choice.flow_id,
+                api_key_id=ctx.api_key.id if ctx.api_key else None,
+                prompt=prompt,
+                original_prompt=None,
+                user_prompt=prompt,
+                auto_enhance=request.auto_enhance,
+                enhancement_template=template,
+                aspect_ratio=ratio,
+                status="pending",
+                output_alias=alias,
+                output_flow_alias=flow_alias,
+                meta=request.meta or {},
+                created_at=now,
+                updated_at=now,
+            )
+            self._save_references(generation.id, references)
+        await self._dispatch(ctx, generation.id, wait)
+        return self.get_by_id(generation.id)
+
+    def _save_references(self, generation_id: str, references: list[Reference]) -> None:
+        for position, ref in enumerate(references):
+            GenerationReference.create(
+                generation_id=generation_id,
+                position=position,
+                image_id=ref.image.id,
+                alias_name=ref.alias,
+            )
+
+    async def _dispatch(self, ctx: Context, generation_id: str, wait: bool) -> None:
+        if wait:
+            await self.run(ctx, generation_id)
+            return
+        task = asyncio.get_running_loop().create_task(self.run(ctx, generation_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -------------------------------------------------------------------- run
+
+    async def run(self, ctx: Context, generation_id: str) -> None:
+        """Take a generation from pending to success or failed. Never raises for a
+        provider failure; a storage failure is recorded and then re-raised."""
+        generation = Generation.get_by_id(generation_id)
+        self._set(generation, status="processing", error_message=None)
+        started = time.perf_counter()
+        meta = {k: v for k, v in generation.meta.items() if k not in SYSTEM_META}
+        meta["provider"] = self.provider.name
+        try:
+            prompt, original, enhancement_error = await self._enhance(generation)
+            if enhancement_error:
+                meta["enhancementError"] = enhancement_error
+            references = await self._reference_bytes(generation.id)
+            result = await self.provider.generate(prompt, generation.aspect_ratio, references)
+            meta["model"] = result.model
+            image_id = await self._store(ctx, generation, result)
+        except ProviderError as exc:
+            self._finish(generation, started, meta, "failed", error=exc.message)
+            return
+        except StorageError as exc:
+            self._finish(generation, started, meta, "failed", error=f"storage failed: {exc}")
+            raise
+        except asyncio.CancelledError:
+            self._finish(generation, started, meta, "failed", error=INTERRUPTED)
+            raise
+        except Exception:
+            log.exception("generation %s failed unexpectedly", generation_id)
+            self._finish(generation, started, meta, "failed", error="internal error; see the log.")
+            return
+        self._finish(
+            generation,
+            started,
+            meta,
+            "success",
+            prompt=prompt,
+            original_prompt=original,
+            output_image_id=image_id,
+        )
+
+    async def _enhance(self, generation: Generation) -> tuple[str, str | None, str | None]:
+        """``(prompt for the model, original prompt or None, enhancement error or None)``."""
+        text = generation.user_prompt
+        if not generation.auto_enhance:
+            return text, None, None
+        try:
+            enhanced = (await self.provider.enhance(text, generation.enhancement_template)).strip()
+        except ProviderError as exc:
+            return text, None, exc.message
+        enhanced = enhanced[:MAX_ENHANCED_LENGTH]
+        if not enhanced or enhanced == text:
+            return text, None, None
+        return enhanced, text, None
+
+    async def _reference_bytes(self, generation_id: str) -> list[ReferenceImage]:
+        rows = (
+            Image.select(Image.storage_key, Image.mime_type)
+            .join(GenerationReference, on=GenerationReference.image_id == Image.id)
+            .where(GenerationReference.generation_id == generation_id)
+            .order_by(GenerationReference.position)
+        )
+        found = []
+        for row in rows:
+            try:
+                found.append(ReferenceImage(await self.storage.get(row.storage_key), row.mime_type))
+            except FileNotFoundError:
+                log.warning("reference image file %s is missing; skipped", row.storage_key)
+        return found
+
+    async def _store(self, ctx: Context, generation: Generation, result: GeneratedImage) -> str:
+        """Write the output: over the existing output image (regeneration), else new."""
+        file_hash = hashlib.sha256(result.data).hexdigest()
+        facts = {
+            "mime_type": result.mime_type,
+            "file_size": len(result.data),
+            "file_hash": file_hash,
+            "width": result.width,
+            "height": result.height,
+        }
+        existing = (
+            Image.get_or_none(Image.id == generation.output_image_id)
+            if generation.output_image_id
+            else None
+        )
+        if existing is not None:
+            await self.storage.put(existing.storage_key, result.data, result.mime_type)
+            Image.update(**facts, updated_at=self.clock.now_us()).where(
+                Image.id == existing.id
+            ).execute()
+            self.cascade.cache.evict_image(existing.id)
+            return str(existing.id)
+        image_id = new_id()
+        key = image_key(ctx.organization.slug, ctx.project.slug, image_id)
+        await self.storage.put(key, result.data, result.mime_type)
+        try:
+            with self.db.atomic():
+                now = self.clock.now_us()
+                image = Image.create(
+                    id=image_id,
+                    project_id=generation.project_id,
+                    flow_id=generation.flow_id,
+                    generation_id=generation.id,
+                    storage_key=key,
+                    source="generated",
+                    meta={},
+                    created_at=now,
+                    updated_at=now,
+                    **facts,
+                )
+                Generation.update(output_image_id=image_id).where(
+                    Generation.id == generation.id
+                ).execute()
+                self._output_aliases(generation, image)
+        except BaseException:
+            await self.cascade.remove_files([key])
+            raise
+        return image_id
+
+    def _output_aliases(self, generation: Generation, image: Image) -> None:
+        if generation.output_alias:
+            for changed in self.aliases.assign_project_alias(image, generation.output_alias):
+                self.cascade.cache.evict_image(changed)
+        if generation.output_flow_alias and generation.flow_id:
+            self.flows.ensure(generation.project_id, generation.flow_id)
+            self.aliases.set_flow_alias(generation.flow_id, generation.output_flow_alias, image.id)
+
+    def _set(self, generation: Generation, **values: Any) -> None:
+        values["updated_at"] = self.clock.now_us()
+        Generation.update(**values).where(Generation.id == generation.id).execute()
+        for name, value in values.items():
+            setattr(generation, name, value)
+
+    def _finish(
+        self,
+        generation: Generation,
+        started: float,
+        meta: dict[str, Any],
+        status: str,
+        error: str | None = None,
+        **values: Any,
+    ) -> None:
+        self._set(
+            generation,
+            status=status,
+            error_message=error,
+            processing_time_ms=int((time.perf_counter() - started) * 1000),
+            meta=meta,
+            **values,
+        )
+
+    # ---------------------------------------------------------- regenerate etc.
+
+    async def regenerate(self, ctx: Context, generation: Generation) -> Generation:
+        """Run again with the stored parameters, in place; ``retryCount`` + 1."""
+        self._set(generation, status="pending", retry_count=generation.retry_count + 1)
+        await self.run(ctx, generation.id)
+        return self.get_by_id(generation.id)
+
+    async def update(
+        self,
+        ctx: Context,
+        generation: Generation,
+        prompt: str | None = None,
+        aspect_ratio: str | None = None,
+        flow_id: Any = ABSENT,
+        meta: dict[str, Any] | None = None,
+    ) -> Generation:
+        """Change the row; a new ``prompt`` or ``aspectRatio`` regenerates in place."""
+        changes: dict[str, Any] = {}
+        if prompt is not None:
+            changes["user_prompt"] = check_prompt(prompt)
+        if aspect_ratio is not None:
+            changes["aspect_ratio"] = check_aspect_ratio(aspect_ratio)
+        rerun = any(
+            changes.get(k, getattr(generation, k)) != getattr(generation, k)
+            for k in ("user_prompt", "aspect_ratio")
+        )
+        with self.db.atomic():
+            if flow_id is not ABSENT:
+                changes["flow_id"] = self._move_to_flow(ctx, generation, flow_id)
+            if meta is not None:
+                system = {k: v for k, v in generation.meta.items() if k in SYSTEM_META}
+                changes["meta"] = {**meta, **system}
+            if changes:
+                self._set(generation, **changes)
+        if rerun:
+            self._set(generation, status="pending")
+            await self.run(ctx, generation.id)
+        return self.get_by_id(generation.id)
+
+    def _move_to_flow(self, ctx: Context, generation: Generation, flow_id: Any) -> str | None:
+        """Detach (None) or attach (a UUID, creating the flow); the output image follows."""
+        if flow_id is not None:
+            if not isinstance(flow_id, str) or not is_uuid(flow_id):
+                raise ValidationError("flowId must be a UUID or null.", "flowId")
+            flow_id = flow_id.lower()
+            self.flows.ensure(ctx.project_id, flow_id)
+        if generation.output_image_id:
+            Image.update(flow_id=flow_id, updated_at=self.clock.now_us()).where(
+                Image.id == generation.output_image_id
+            ).execute()
+        return flow_id  # type: ignore[no-any-return]
+
+    async def delete(self, generation: Generation) -> None:
+        """Delete the row; its output image goes too unless it has a project alias."""
+        with self.db.atomic():
+            doomed = []
+            if generation.output_image_id:
+                image = Image.get_or_none(Image.id == generation.output_image_id)
+                if image is not None and image.alias_name is None:
+                    doomed.append(image)
+            keys = self.cascade.delete_image_rows(doomed)
+            Generation.delete().where(Generation.id == generation.id).execute()
+        await self.cascade.remove_files(keys)
+
+    # ------------------------------------------------------------------ reads
+
+    def get_by_id(self, generation_id: str) -> Generation:
+        generation: Generation = Generation.get_by_id(generation_id)
+        return generation
+
+    def get(self, ctx: Context, generation_id: str) -> Generation:
+        """A generation of this project; 404 ``GENERATION_NOT_FOUND`` otherwise."""
+        generation = None
+        if is_uuid(generation_id):
+            generation = Generation.get_or_none(
+                (Generation.id == generation_id.lower()) & (Generation.project_id == ctx.project_id)
+            )
+        if generation is None:
+            raise NotFoundError(
+                f"generation {generation_id} does not exist.", "GENERATION_NOT_FOUND"
+            )
+        return generation
+
+    def list_page(
+        self, ctx: Context, filters: GenerationFilters, limit: int, offset: int
+    ) -> tuple[list[Generation], int]:
+        query = Generation.select().where(Generation.project_id == ctx.project_id)
+        if filters.flow_id is not None:
+            query = query.where(Generation.flow_id == filters.flow_id)
+        if filters.status is not None:
+            query = query.where(Generation.status == filters.status)
+        total = query.count()
+        rows = list(query.order_by(Generation.created_at.desc()).limit(limit).offset(offset))
+        return rows, total
+
+    # -------------------------------------------------------------- lifecycle
+
+    def recover_interrupted(self) -> int:
+        """Mark generations a previous process left pending/processing as failed."""
+        count: int = (
+            Generation.update(
+                status="failed", error_message=INTERRUPTED, updated_at=self.clock.now_us()
+            )
+            .where(Generation.status.in_(("pending", "processing")))
+            .execute()
+        )
+        if count:
+            log.warning("marked %d interrupted generation(s) as failed", count)
+        return count
+
+    async def shutdown(self) -> None:
+        """Cancel background generations; each records itself as interrupted."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# --------------------------------------------------------------------- output
+
+
+def present_generations(
+    generations: list[Generation], present_image: Callable[[Image], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Generation objects of API.md §2, with relations loaded in three queries."""
+    ids = [g.id for g in generations]
+    references: dict[str, list[GenerationReference]] = {gid: [] for gid in ids}
+    for ref in (
+        GenerationReference.select()
+        .where(GenerationReference.generation_id.in_(ids))
+        .order_by(GenerationReference.position)
+    ):
+        references[ref.generation_id].append(ref)
+    wanted = {g.output_image_id for g in generations if g.output_image_id}
+    wanted |= {r.image_id for refs in references.values() for r in refs}
+    images = {img.id: img for img in Image.select().where(Image.id.in_(list(wanted)))}
+    return [_generation_dict(g, references[g.id], images, present_image) for g in generations]
+
+
+def _generation_dict(
+    g: Generation,
+    refs: list[GenerationReference],
+    images: dict[str, Image],
+    present_image: Callable[[Image], dict[str, Any]],
+) -> dict[str, Any]:
+    output = images.get(g.output_image_id) if g.output_image_id else None
+    return {
+        "id": g.id,
+        "projectId": g.project_id,
+        "flowId": g.flow_id,
+        "prompt": g.prompt,
+        "originalPrompt": g.original_prompt,
+        "autoEnhance": bool(g.auto_enhance),
+        "aspectRatio": g.aspect_ratio,
+        "status": g.status,
+        "outputImageId": g.output_image_id,
+        "outputImage": present_image(output) if output else None,
+        "referencedImages": [{"imageId": r.image_id, "alias": r.alias_name} for r in refs],
+        "referenceImages": [
+            present_image(images[r.image_id]) for r in refs if r.image_id in images
+        ],
+        "processingTimeMs": g.processing_time_ms,
+        "retryCount": g.retry_count,
+        "errorMessage": g.error_message,
+        "meta": g.meta,
+        "createdAt": iso(g.created_at),
+        "updatedAt": iso(g.updated_at),
+    }
