@@ -861,6 +861,7 @@ def test_every_expected_command_exists() -> None:
         (),
         ("init",),
         ("serve",),
+        ("generate",),
         ("version",),
         ("keys",),
         ("keys", "create"),
