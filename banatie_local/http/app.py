@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
@@ -67,6 +68,8 @@ _GUARDS: Final[dict[str, Callable[..., Awaitable[None]] | None]] = {
     "master": require_master_key,
 }
 
+log = logging.getLogger("banatie_local")
+
 # Sanic keeps a registry of app names; each factory call needs its own.
 _app_numbers = itertools.count(1)
 
@@ -117,7 +120,11 @@ def create_app(settings: Settings, services: Services | None = None) -> Sanic[An
 
     @app.before_server_start
     async def _recover(app: Sanic[Any, Any]) -> None:
-        app.ctx.services.generations.recover_interrupted()
+        services: Services = app.ctx.services
+        log.info(
+            "image provider: %s; storage: %s", services.provider.name, services.storage.name
+        )
+        services.generations.recover_interrupted()
 
     @app.before_server_stop
     async def _stop_work(app: Sanic[Any, Any]) -> None:
