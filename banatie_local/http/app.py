@@ -121,9 +121,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Sanic[An
     @app.before_server_start
     async def _recover(app: Sanic[Any, Any]) -> None:
         services: Services = app.ctx.services
-        log.info(
-            "image provider: %s; storage: %s", services.provider.name, services.storage.name
-        )
+        log.info("image provider: %s; storage: %s", services.provider.name, services.storage.name)
         services.generations.recover_interrupted()
 
     @app.before_server_stop

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
-import httpx
+import httpx2
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -98,14 +98,19 @@ class GeminiProvider:
                     attempt += 1
                     continue
                 raise self._api_error(exc) from None
-            except (TimeoutError, httpx.TimeoutException):
+            except (TimeoutError, httpx2.TimeoutException):
                 raise ProviderError(
                     f"Gemini did not answer within {self.settings.timeout_seconds:g} seconds.",
                     "timeout",
                 ) from None
-            except httpx.HTTPError as exc:
+            except (httpx2.HTTPError, OSError) as exc:
                 raise ProviderError(
                     f"Gemini could not be reached ({type(exc).__name__}).", "network"
+                ) from None
+            except Exception as exc:  # the SDK's own surprises still end as a clear failure
+                log.warning("Gemini call failed: %s", type(exc).__name__, exc_info=True)
+                raise ProviderError(
+                    f"the Gemini call failed ({type(exc).__name__}).", "error"
                 ) from None
 
     async def _backoff(self, attempt: int, status: int | None) -> None:

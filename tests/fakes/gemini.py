@@ -26,6 +26,14 @@ RATIO_SIZES = {"1:1": (64, 64), "16:9": (112, 63), "9:16": (63, 112), "3:2": (96
                "2:3": (64, 96), "4:3": (84, 63), "3:4": (63, 84), "21:9": (126, 54)}  # fmt: skip
 
 
+STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    429: "RESOURCE_EXHAUSTED",
+}
+
+
 @dataclass
 class Recorded:
     path: str
@@ -49,7 +57,7 @@ class Recorded:
             inline = part.get("inlineData") or part.get("inline_data")
             if inline:
                 mime = inline.get("mimeType") or inline.get("mime_type")
-                found.append((mime, base64.b64decode(inline["data"])))
+                found.append((mime, base64.urlsafe_b64decode(inline["data"])))
         return found
 
     @property
@@ -119,7 +127,7 @@ class FakeGemini:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
             def do_POST(self) -> None:
@@ -144,8 +152,7 @@ class FakeGemini:
                 if answer.kind == "hang":
                     return  # the delay elapsed; close without answering
                 if answer.kind == "error":
-                    status_names = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED",
-                                    403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED"}  # fmt: skip
+                    status_names = STATUS_NAMES
                     self._send(answer.status, {"error": {
                         "code": answer.status,
                         "message": answer.text or "scripted failure",
