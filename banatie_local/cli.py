@@ -430,7 +430,14 @@ def generate(
         data = present_generations([generation], present)[0]
         if generation.status == "success" and output:
             image = data["outputImage"]
-            Path(output).write_bytes(asyncio.run(services.storage.get(image["storageKey"])))
+            data_bytes = asyncio.run(services.storage.get(image["storageKey"]))
+            try:
+                Path(output).write_bytes(data_bytes)
+            except OSError as exc:
+                raise click.ClickException(
+                    f"generation {generation.id} succeeded, but {output} cannot be written: "
+                    f"{exc.strerror or exc}."
+                ) from exc
     if as_json:
         emit_json(data)
     if generation.status != "success":

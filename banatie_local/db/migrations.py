@@ -158,8 +158,16 @@ _INITIAL: Final = [
         created_at INTEGER NOT NULL)""",
 ]
 
+# A flow id is looked up on its own when a flow row is created late, to check that no
+# other project announced it first.
+_FLOW_ID_INDEXES: Final = [
+    "CREATE INDEX generations_flow_id ON generations (flow_id)",
+    "CREATE INDEX images_flow_id ON images (flow_id)",
+]
+
 MIGRATIONS: Final[list[tuple[int, str, list[str]]]] = [
     (1, "initial schema", _INITIAL),
+    (2, "flow id indexes", _FLOW_ID_INDEXES),
 ]
 
 LATEST_VERSION: Final = MIGRATIONS[-1][0]

@@ -14,7 +14,7 @@ from typing import Any
 from peewee import SqliteDatabase
 
 from banatie_local.clock import Clock
-from banatie_local.db.models import Flow
+from banatie_local.db.models import Flow, Generation, Image
 from banatie_local.errors import NotFoundError, ValidationError
 from banatie_local.services.validation import is_uuid, new_id
 
@@ -68,10 +68,24 @@ class FlowService:
                 if row.project_id != project_id:
                     raise flow_not_found(flow_id)
                 return row
+            if self._announced_elsewhere(project_id, flow_id):
+                raise flow_not_found(flow_id)
             now = self.clock.now_us()
             return Flow.create(
                 id=flow_id, project_id=project_id, meta={}, created_at=now, updated_at=now
             )
+
+    @staticmethod
+    def _announced_elsewhere(project_id: str, flow_id: str) -> bool:
+        """Whether another project's generations or images already carry this id."""
+        return bool(
+            Generation.select()
+            .where((Generation.flow_id == flow_id) & (Generation.project_id != project_id))
+            .exists()
+            or Image.select()
+            .where((Image.flow_id == flow_id) & (Image.project_id != project_id))
+            .exists()
+        )
 
     def apply(self, project_id: str, choice: FlowChoice) -> None:
         """Create the flow row now when the choice says so."""

@@ -137,8 +137,10 @@ class GenerationService:
                 "TOO_MANY_REFERENCES",
             )
         choice = choose_flow(request.flow_id, flow_alias)
+        # Only a flow the caller named is a context; a newly announced one is empty.
+        context = choice.flow_id if request.flow_id is not ABSENT else None
         references = self.aliases.references(
-            ctx.project_id, request.reference_images, prompt, choice.flow_id
+            ctx.project_id, request.reference_images, prompt, context
         )
         with self.db.atomic():
             self.flows.apply(ctx.project_id, choice)

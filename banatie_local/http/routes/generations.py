@@ -7,6 +7,7 @@ from typing import Any
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from banatie_local.constants import DEFAULT_API_ASPECT_RATIO
 from banatie_local.db.models import Generation
 from banatie_local.errors import ValidationError
 from banatie_local.http.auth import context_of, services_of
@@ -43,6 +44,11 @@ def _references(body: Body) -> list[str]:
     return value
 
 
+def _aspect_ratio(body: Body) -> str:
+    value = body.text("aspectRatio", max_length=16)
+    return DEFAULT_API_ASPECT_RATIO if value is None else value  # "" is checked, and refused
+
+
 def _template(body: Body) -> str:
     options = body.mapping("enhancementOptions")
     if not options or options.get("template") is None:
@@ -54,7 +60,7 @@ def _generation_request(body: Body) -> GenerationRequest:
     meta = body.mapping("meta")
     return GenerationRequest(
         prompt=body.text("prompt", required=True, max_length=100_000) or "",
-        aspect_ratio=body.text("aspectRatio", max_length=16) or "1:1",
+        aspect_ratio=_aspect_ratio(body),
         reference_images=_references(body),
         flow_id=body.data.get("flowId", ABSENT),
         alias=body.text("alias", max_length=1000),
