@@ -13,6 +13,7 @@ from sanic import Sanic
 
 from banatie_local.config import Settings
 from banatie_local.http import create_app
+from banatie_local.providers import ImageProvider
 from banatie_local.services.container import Services, initialize, open_services
 from tests.helpers import LiveServer, make_settings
 
@@ -64,12 +65,15 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., Running]]:
-    """Start an appliance with ``section__key=value`` setting overrides."""
+    """Start an appliance with ``section__key=value`` setting overrides; ``provider``
+    replaces the configured image provider (a provider is a seam, like storage)."""
     started: list[Running] = []
 
-    def start(create_keys: bool = True, **overrides: Any) -> Running:
+    def start(
+        create_keys: bool = True, provider: ImageProvider | None = None, **overrides: Any
+    ) -> Running:
         settings = make_settings(tmp_path / f"data{len(started)}", **overrides)
-        services = open_services(settings)
+        services = open_services(settings, provider=provider)
         result = initialize(services, create_keys=create_keys)
         server = LiveServer(create_app(settings, services)).start()
         client = httpx.Client(base_url=server.url, timeout=30)

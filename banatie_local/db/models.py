@@ -90,6 +90,10 @@ class ApiKey(BaseModel):
 
 
 class Flow(BaseModel):
+    # filled by FlowService's counting query, not columns
+    generation_count: int
+    image_count: int
+
     id = TextField(primary_key=True)
     project_id = TextField()
     meta = JSONField(default=dict)

@@ -20,7 +20,7 @@ from banatie_local.config import Settings
 from banatie_local.http import errors
 from banatie_local.http.auth import attach_rate_headers, require_master_key, require_project_key
 from banatie_local.http.responses import dumps
-from banatie_local.http.routes import admin, cdn, generations, health, images, project
+from banatie_local.http.routes import admin, cdn, flows, generations, health, images, project
 from banatie_local.services.container import Services, open_services
 
 Handler = Callable[..., Coroutine[Any, Any, HTTPResponse | None]]
@@ -58,6 +58,20 @@ ROUTES: Final[list[tuple[str, str, str, Handler]]] = [
         generations.regenerate_generation,
     ),
     ("project", "DELETE", "/api/v1/generations/<generation_id:str>", generations.delete_generation),
+    ("project", "POST", "/api/v1/flows", flows.create_flow),
+    ("project", "GET", "/api/v1/flows", flows.list_flows),
+    ("project", "GET", "/api/v1/flows/<flow_id:str>", flows.get_flow),
+    ("project", "GET", "/api/v1/flows/<flow_id:str>/generations", flows.flow_generations),
+    ("project", "GET", "/api/v1/flows/<flow_id:str>/images", flows.flow_images),
+    ("project", "PUT", "/api/v1/flows/<flow_id:str>/aliases", flows.set_flow_aliases),
+    (
+        "project",
+        "DELETE",
+        "/api/v1/flows/<flow_id:str>/aliases/<alias:str>",
+        flows.delete_flow_alias,
+    ),
+    ("project", "POST", "/api/v1/flows/<flow_id:str>/regenerate", flows.regenerate_flow),
+    ("project", "DELETE", "/api/v1/flows/<flow_id:str>", flows.delete_flow),
     ("public", "GET", "/cdn/<org:str>/<project:str>/img/<ref:str>", cdn.cdn_image),
     ("public", "HEAD", "/cdn/<org:str>/<project:str>/img/<ref:str>", cdn.cdn_image),
 ]

@@ -1,21 +1,30 @@
-"""Deleting images, with everything that points at them, in one consistent way.
+"""Every delete, with everything that points at what it deletes (API.md §2, §3, §4).
 
-Rows go in one database transaction; the schema's foreign keys remove the image's
-flow-alias entries, generation references and live cache entries, and null the
-``outputImageId`` of generations that made it. Files are removed only after the
+One module decides what goes and what stays:
+
+- an image: its row; the schema's foreign keys remove its flow-alias entries,
+  generation references and live cache entries, and null the ``outputImageId`` of
+  the generations that made it;
+- a generation: its row, and its output image unless that image has a project alias
+  (then the image stays, with ``generationId`` nulled by the foreign key);
+- a flow: its generations (the rule above), its images without a project alias, its
+  row (its alias map goes with it); aliased images stay with ``flowId: null``.
+
+Each delete runs in one database transaction. Files are removed only after the
 commit: a crash in between leaves a file without a row (``purge orphans`` finds it),
-never a row without a file. A file that cannot be removed is recorded in
-``orphan_files`` and logged, and the delete still succeeds.
+never a row without a file. A file that will not go is recorded in ``orphan_files``
+and logged, and the delete still succeeds.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from peewee import SqliteDatabase
 
 from banatie_local.clock import Clock
-from banatie_local.db.models import Image, OrphanFile
+from banatie_local.db.models import Flow, Generation, Image, OrphanFile
 from banatie_local.services.imagecache import ImageCache
 from banatie_local.storage import Storage
 
@@ -31,28 +40,72 @@ class Cascade:
         self.storage = storage
         self.cache = cache
 
-    def delete_image_rows(self, images: list[Image]) -> list[str]:
-        """Delete the rows (call inside the caller's transaction); return their keys."""
-        ids = [image.id for image in images]
-        if ids:
-            Image.delete().where(Image.id.in_(ids)).execute()
-        for image_id in ids:
+    # -------------------------------------------------- row halves (in a transaction)
+
+    def delete_image_rows(self, images: Iterable[Image]) -> list[str]:
+        """Delete image rows; return their storage keys for ``remove_files``."""
+        doomed = {image.id: image for image in images}
+        if doomed:
+            Image.delete().where(Image.id.in_(list(doomed))).execute()
+        for image_id in doomed:
             self.cache.evict_image(image_id)
-        return [image.storage_key for image in images]
+        return [image.storage_key for image in doomed.values()]
+
+    def delete_generation_rows(self, generations: list[Generation]) -> list[str]:
+        """Delete generation rows and their unaliased output images; return file keys."""
+        outputs = [g.output_image_id for g in generations if g.output_image_id]
+        doomed = Image.select().where(Image.id.in_(outputs) & Image.alias_name.is_null())
+        keys = self.delete_image_rows(list(doomed))
+        ids = [g.id for g in generations]
+        if ids:
+            Generation.delete().where(Generation.id.in_(ids)).execute()
+        return keys
+
+    def delete_flow_rows(self, flow: Flow) -> list[str]:
+        """Delete a flow, its generations and its unaliased images; keep aliased images
+        with ``flowId`` null. Return file keys."""
+        in_flow = (Image.project_id == flow.project_id) & (Image.flow_id == flow.id)
+        generations = list(
+            Generation.select().where(
+                (Generation.project_id == flow.project_id) & (Generation.flow_id == flow.id)
+            )
+        )
+        keys = self.delete_generation_rows(generations)
+        keys += self.delete_image_rows(Image.select().where(in_flow & Image.alias_name.is_null()))
+        kept = [image.id for image in Image.select(Image.id).where(in_flow)]
+        if kept:
+            Image.update(flow_id=None, updated_at=self.clock.now_us()).where(
+                Image.id.in_(kept)
+            ).execute()
+        Flow.delete().where(Flow.id == flow.id).execute()
+        return keys
+
+    # ------------------------------------------------------ file half (after commit)
 
     async def remove_files(self, keys: list[str]) -> None:
-        """After the commit: remove stored files, recording any that would not go."""
+        """Remove stored files, recording any that would not go."""
         for key in keys:
             try:
                 await self.storage.delete(key)
-            except Exception as exc:
+            except Exception as exc:  # the row is gone; keep the key for purge
                 log.error("could not remove %s after deleting its row: %s", key, exc)
                 OrphanFile.insert(
                     storage_key=key, error=str(exc)[:500], created_at=self.clock.now_us()
                 ).on_conflict_replace().execute()
 
+    # ---------------------------------------------------------------- whole deletes
+
     async def delete_images(self, images: list[Image]) -> None:
-        """Delete images and their files."""
         with self.db.atomic():
             keys = self.delete_image_rows(images)
+        await self.remove_files(keys)
+
+    async def delete_generation(self, generation: Generation) -> None:
+        with self.db.atomic():
+            keys = self.delete_generation_rows([generation])
+        await self.remove_files(keys)
+
+    async def delete_flow(self, flow: Flow) -> None:
+        with self.db.atomic():
+            keys = self.delete_flow_rows(flow)
         await self.remove_files(keys)

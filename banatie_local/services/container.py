@@ -59,8 +59,8 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
     projects = ProjectService(db, clock)
     cache = ImageCache(settings.live.memory_cache_mb * 1024 * 1024)
     aliases = AliasService(db, clock)
-    flows = FlowService(db, clock)
     cascade = Cascade(db, clock, storage, cache)
+    flows = FlowService(db, clock, aliases, cascade)
     provider = provider or create_provider(settings)
     return Services(
         settings=settings,

@@ -390,15 +390,7 @@ class GenerationService:
 
     async def delete(self, generation: Generation) -> None:
         """Delete the row; its output image goes too unless it has a project alias."""
-        with self.db.atomic():
-            doomed = []
-            if generation.output_image_id:
-                image = Image.get_or_none(Image.id == generation.output_image_id)
-                if image is not None and image.alias_name is None:
-                    doomed.append(image)
-            keys = self.cascade.delete_image_rows(doomed)
-            Generation.delete().where(Generation.id == generation.id).execute()
-        await self.cascade.remove_files(keys)
+        await self.cascade.delete_generation(generation)
 
     # ------------------------------------------------------------------ reads
 
