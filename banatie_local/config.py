@@ -107,6 +107,9 @@ class LiveSettings:
     new_generations_per_ip_per_hour: int = setting(
         10, "Live-URL cache misses per client IP per hour; 0 turns the limit off", minimum=0
     )
+    hit_flush_seconds: float = setting(
+        5.0, "How often live-URL hit counts are written", minimum=0.05, maximum=5
+    )
     memory_cache_mb: int = setting(
         256, "In-memory cache for hot image bytes, in megabytes", minimum=0, maximum=65536
     )

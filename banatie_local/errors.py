@@ -72,6 +72,11 @@ class RateLimitError(ApiError):
     default_code = "RATE_LIMIT_EXCEEDED"
 
 
+class GenerationFailedError(ApiError):
+    status = 502
+    default_code = "GENERATION_FAILED"
+
+
 class StorageUnavailableError(ApiError):
     status = 503
     default_code = "STORAGE_UNAVAILABLE"

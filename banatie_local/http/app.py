@@ -20,7 +20,17 @@ from banatie_local.config import Settings
 from banatie_local.http import errors
 from banatie_local.http.auth import attach_rate_headers, require_master_key, require_project_key
 from banatie_local.http.responses import dumps
-from banatie_local.http.routes import admin, cdn, flows, generations, health, images, project
+from banatie_local.http.routes import (
+    admin,
+    cdn,
+    flows,
+    generations,
+    health,
+    images,
+    live,
+    project,
+    scopes,
+)
 from banatie_local.services.container import Services, open_services
 
 Handler = Callable[..., Coroutine[Any, Any, HTTPResponse | None]]
@@ -72,6 +82,14 @@ ROUTES: Final[list[tuple[str, str, str, Handler]]] = [
     ),
     ("project", "POST", "/api/v1/flows/<flow_id:str>/regenerate", flows.regenerate_flow),
     ("project", "DELETE", "/api/v1/flows/<flow_id:str>", flows.delete_flow),
+    ("project", "GET", "/api/v1/live/generate", live.live_generate),
+    ("project", "POST", "/api/v1/live/scopes", scopes.create_scope),
+    ("project", "GET", "/api/v1/live/scopes", scopes.list_scopes),
+    ("project", "GET", "/api/v1/live/scopes/<slug:str>", scopes.get_scope),
+    ("project", "PUT", "/api/v1/live/scopes/<slug:str>", scopes.update_scope),
+    ("project", "POST", "/api/v1/live/scopes/<slug:str>/regenerate", scopes.regenerate_scope),
+    ("project", "DELETE", "/api/v1/live/scopes/<slug:str>", scopes.delete_scope),
+    ("public", "GET", "/cdn/<org:str>/<project:str>/live/<scope:str>", live.live_url),
     ("public", "GET", "/cdn/<org:str>/<project:str>/img/<ref:str>", cdn.cdn_image),
     ("public", "HEAD", "/cdn/<org:str>/<project:str>/img/<ref:str>", cdn.cdn_image),
 ]
@@ -138,8 +156,16 @@ def create_app(settings: Settings, services: Services | None = None) -> Sanic[An
         log.info("image provider: %s; storage: %s", services.provider.name, services.storage.name)
         services.generations.recover_interrupted()
 
+    @app.after_server_start
+    async def _start_flusher(app: Sanic[Any, Any]) -> None:
+        app.ctx.flusher = app.add_task(app.ctx.services.live.run_flusher())
+
     @app.before_server_stop
     async def _stop_work(app: Sanic[Any, Any]) -> None:
+        flusher = getattr(app.ctx, "flusher", None)
+        if flusher is not None:
+            flusher.cancel()
+        await app.ctx.services.live.shutdown()
         await app.ctx.services.generations.shutdown()
 
     @app.after_server_stop

@@ -8,7 +8,10 @@ One module decides what goes and what stays:
 - a generation: its row, and its output image unless that image has a project alias
   (then the image stays, with ``generationId`` nulled by the foreign key);
 - a flow: its generations (the rule above), its images without a project alias, its
-  row (its alias map goes with it); aliased images stay with ``flowId: null``.
+  row (its alias map goes with it); aliased images stay with ``flowId: null``;
+- a live scope (or only its cache, for ``purge cache``): its cache entries and the
+  images they hold, except images with a project alias; the generations that made
+  them stay as history (their ``outputImageId`` is nulled).
 
 Each delete runs in one database transaction. Files are removed only after the
 commit: a crash in between leaves a file without a row (``purge orphans`` finds it),
@@ -24,7 +27,7 @@ from collections.abc import Iterable
 from peewee import SqliteDatabase
 
 from banatie_local.clock import Clock
-from banatie_local.db.models import Flow, Generation, Image, OrphanFile
+from banatie_local.db.models import Flow, Generation, Image, LiveCacheEntry, LiveScope, OrphanFile
 from banatie_local.services.imagecache import ImageCache
 from banatie_local.storage import Storage
 
@@ -80,6 +83,17 @@ class Cascade:
         Flow.delete().where(Flow.id == flow.id).execute()
         return keys
 
+    def delete_live_entry_rows(self, entries: list[LiveCacheEntry]) -> list[str]:
+        """Delete cache entries and their unaliased images; return file keys."""
+        image_ids = [e.image_id for e in entries]
+        for image_id in image_ids:
+            self.cache.evict_image(image_id)  # aliased images keep their row, not the entry
+        ids = [e.id for e in entries]
+        if ids:
+            LiveCacheEntry.delete().where(LiveCacheEntry.id.in_(ids)).execute()
+        doomed = Image.select().where(Image.id.in_(image_ids) & Image.alias_name.is_null())
+        return self.delete_image_rows(list(doomed))
+
     # ------------------------------------------------------ file half (after commit)
 
     async def remove_files(self, keys: list[str]) -> None:
@@ -104,6 +118,20 @@ class Cascade:
         with self.db.atomic():
             keys = self.delete_generation_rows([generation])
         await self.remove_files(keys)
+
+    async def delete_live_entries(self, entries: list[LiveCacheEntry]) -> None:
+        with self.db.atomic():
+            keys = self.delete_live_entry_rows(entries)
+        await self.remove_files(keys)
+
+    async def delete_scope(self, scope: LiveScope) -> list[str]:
+        """Delete a scope with its entries and unaliased images; return its cache keys."""
+        with self.db.atomic():
+            entries = list(LiveCacheEntry.select().where(LiveCacheEntry.scope_id == scope.id))
+            keys = self.delete_live_entry_rows(entries)
+            LiveScope.delete().where(LiveScope.id == scope.id).execute()
+        await self.remove_files(keys)
+        return [e.cache_key for e in entries]
 
     async def delete_flow(self, flow: Flow) -> None:
         with self.db.atomic():

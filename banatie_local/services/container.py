@@ -18,8 +18,10 @@ from banatie_local.services.generations import GenerationService
 from banatie_local.services.imagecache import ImageCache
 from banatie_local.services.images import ImageService
 from banatie_local.services.keys import KeyService
+from banatie_local.services.live import HitCounter, LiveService
 from banatie_local.services.projects import DEFAULT_SLUG, ProjectService
 from banatie_local.services.ratelimit import SlidingWindowLimiter
+from banatie_local.services.scopes import ScopeService
 from banatie_local.storage import Storage, create_storage
 
 
@@ -38,6 +40,8 @@ class Services:
     images: ImageService
     provider: ImageProvider
     generations: GenerationService
+    scopes: ScopeService
+    live: LiveService
     started_at: float = field(default_factory=time.monotonic)
 
     def close(self) -> None:
@@ -62,6 +66,20 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
     cascade = Cascade(db, clock, storage, cache)
     flows = FlowService(db, clock, aliases, cascade)
     provider = provider or create_provider(settings)
+    generations = GenerationService(db, clock, settings, storage, aliases, flows, cascade, provider)
+    scopes = ScopeService(db, clock, cascade)
+    live = LiveService(
+        db=db,
+        clock=clock,
+        settings=settings,
+        storage=storage,
+        cache=cache,
+        projects=projects,
+        scopes=scopes,
+        generations=generations,
+        ip_limiter=SlidingWindowLimiter(settings.live.new_generations_per_ip_per_hour),
+        counter=HitCounter(db, clock),
+    )
     return Services(
         settings=settings,
         clock=clock,
@@ -75,9 +93,9 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
         flows=flows,
         images=ImageService(db, clock, settings, storage, cache, aliases, flows, cascade),
         provider=provider,
-        generations=GenerationService(
-            db, clock, settings, storage, aliases, flows, cascade, provider
-        ),
+        generations=generations,
+        scopes=scopes,
+        live=live,
     )
 
 

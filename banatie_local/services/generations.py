@@ -62,6 +62,8 @@ class GenerationRequest:
     template: str = DEFAULT_TEMPLATE
     meta: dict[str, Any] | None = None
     prompt_limit: int = MAX_PROMPT_LENGTH
+    image_meta: dict[str, Any] | None = None  # meta of a newly made output image
+    output_image_id: str | None = None  # write over this image (regenerate in place)
 
 
 def check_prompt(prompt: object, limit: int = MAX_PROMPT_LENGTH) -> str:
@@ -116,6 +118,8 @@ class GenerationService:
         self.cascade = cascade
         self.provider = provider
         self._tasks: set[asyncio.Task[None]] = set()
+        # The meta a first output image gets, by generation, while its run is pending.
+        self._image_meta: dict[str, dict[str, Any]] = {}
 
     # ----------------------------------------------------------------- create
 
@@ -157,6 +161,7 @@ class GenerationService:
                 enhancement_template=template,
                 aspect_ratio=ratio,
                 status="pending",
+                output_image_id=request.output_image_id,
                 output_alias=alias,
                 output_flow_alias=flow_alias,
                 meta=request.meta or {},
@@ -164,6 +169,8 @@ class GenerationService:
                 updated_at=now,
             )
             self._save_references(generation.id, references)
+        if request.image_meta:
+            self._image_meta[generation.id] = request.image_meta
         await self._dispatch(ctx, generation.id, wait)
         return self.get_by_id(generation.id)
 
@@ -189,6 +196,12 @@ class GenerationService:
     async def run(self, ctx: Context, generation_id: str) -> None:
         """Take a generation from pending to success or failed. Never raises for a
         provider failure; a storage failure is recorded and then re-raised."""
+        try:
+            await self._run(ctx, generation_id)
+        finally:
+            self._image_meta.pop(generation_id, None)
+
+    async def _run(self, ctx: Context, generation_id: str) -> None:
         generation = Generation.get_by_id(generation_id)
         self._set(generation, status="processing", error_message=None)
         started = time.perf_counter()
@@ -289,7 +302,7 @@ class GenerationService:
                     generation_id=generation.id,
                     storage_key=key,
                     source="generated",
-                    meta={},
+                    meta=self._image_meta.get(generation.id, {}),
                     created_at=now,
                     updated_at=now,
                     **facts,
@@ -393,6 +406,12 @@ class GenerationService:
         await self.cascade.delete_generation(generation)
 
     # ------------------------------------------------------------------ reads
+
+    def find(self, generation_id: str | None) -> Generation | None:
+        if generation_id is None:
+            return None
+        generation: Generation | None = Generation.get_or_none(Generation.id == generation_id)
+        return generation
 
     def get_by_id(self, generation_id: str) -> Generation:
         generation: Generation = Generation.get_by_id(generation_id)

@@ -69,6 +69,19 @@ class ImageCache:
         self._lru[key] = entry
         self._keys_by_image.setdefault(entry.image_id, set()).add(key)
 
+    def pop(self, key: Hashable) -> None:
+        """Drop one key."""
+        entry = self._lru.pop(key, None)
+        if entry is not None:
+            self.epoch += 1
+            self._forget(key, entry.image_id)
+
+    def clear(self) -> None:
+        """Drop everything (another process changed the database)."""
+        self.epoch += 1
+        self._lru.clear()
+        self._keys_by_image.clear()
+
     def evict_image(self, image_id: str) -> None:
         """Drop every key that serves ``image_id``."""
         self.epoch += 1
