@@ -29,6 +29,7 @@ from banatie_local.constants import (
     TEMPLATES,
 )
 from banatie_local.db.migrations import MigrationError
+from banatie_local.db.models import LiveCacheEntry
 from banatie_local.errors import ApiError
 from banatie_local.services.container import InitResult, Services, initialize, open_services
 from banatie_local.services.context import Context
@@ -37,9 +38,11 @@ from banatie_local.services.images import image_to_dict
 from banatie_local.services.keys import KEY_TYPES, MAX_EXPIRY_DAYS, created_key_to_dict, key_to_dict
 from banatie_local.services.projects import (
     MAX_SCOPE_GENERATION_LIMIT,
+    ProjectRef,
     parse_project_path,
     project_to_dict,
 )
+from banatie_local.services.scopes import MAX_SCOPE_LIMIT, scope_to_dict
 from banatie_local.storage import StorageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -374,6 +377,138 @@ def projects_update(
             [data],
             ["organizationSlug", "slug", "allowNewLiveScopes", "newLiveScopesGenerationLimit"],
         )
+
+
+# ------------------------------------------------------------------------- scopes
+
+project_option = click.option(
+    "--project", "project_path", default="default/default", metavar="ORG/PROJECT",
+    help="The project (default: default/default).",
+)  # fmt: skip
+
+
+def _project_ref(services: Services, project_path: str) -> ProjectRef:
+    return services.projects.get(*parse_project_path(project_path))
+
+
+@cli.group(cls=AppGroup)
+@common_options
+def scopes() -> None:
+    """List, create, update and delete live-URL scopes."""
+
+
+@scopes.command("list")
+@common_options
+@project_option
+@json_option
+def scopes_list(project_path: str, as_json: bool) -> None:
+    """List a project's scopes with their live image counts."""
+    with opened() as services:
+        ref = _project_ref(services, project_path)
+        views, _ = services.scopes.list_page(ref.project.id, 1_000_000, 0)
+        rows = [scope_to_dict(view) for view in views]
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(rows, ["slug", "allowNewGenerations", "newGenerationsLimit",
+                          "currentGenerations", "lastGeneratedAt"])  # fmt: skip
+
+
+@scopes.command("create")
+@common_options
+@click.argument("slug")
+@project_option
+@click.option("--allow-new-generations/--no-allow-new-generations", default=True)
+@click.option("--limit", type=click.IntRange(0, MAX_SCOPE_LIMIT), default=30,
+              help="New generations allowed in the scope (default 30).")  # fmt: skip
+@json_option
+def scopes_create(
+    slug: str, project_path: str, allow_new_generations: bool, limit: int, as_json: bool
+) -> None:
+    """Create a scope. Safe: creates nothing else."""
+    with opened() as services:
+        ref = _project_ref(services, project_path)
+        scope = services.scopes.create(ref.project.id, slug, allow_new_generations, limit)
+        data = scope_to_dict(services.scopes.view(scope))
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(f"created scope {slug} in {project_path}")
+
+
+@scopes.command("update")
+@common_options
+@click.argument("slug")
+@project_option
+@click.option("--allow-new-generations/--no-allow-new-generations", default=None)
+@click.option("--limit", type=click.IntRange(0, MAX_SCOPE_LIMIT), default=None)
+@json_option
+def scopes_update(
+    slug: str, project_path: str, allow_new_generations: bool | None, limit: int | None,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Change a scope's settings; options left out keep their value."""
+    with opened() as services:
+        ref = _project_ref(services, project_path)
+        scope = services.scopes.get(ref.project.id, slug)
+        services.scopes.update(scope, allow_new_generations, limit)
+        data = scope_to_dict(services.scopes.view(scope))
+    if as_json:
+        emit_json(data)
+    else:
+        emit_table([data], ["slug", "allowNewGenerations", "newGenerationsLimit"])
+
+
+@scopes.command("delete")
+@common_options
+@click.argument("slug")
+@project_option
+@json_option
+def scopes_delete(slug: str, project_path: str, as_json: bool) -> None:
+    """Delete a scope, its cache entries and its images, except images with a project
+    alias. Cannot be undone. A running server stops serving them within
+    live.hit_flush_seconds."""
+    with opened() as services:
+        ref = _project_ref(services, project_path)
+        scope = services.scopes.get(ref.project.id, slug)
+        asyncio.run(services.live.delete_scope(scope))
+    if as_json:
+        emit_json({"id": scope.id})
+    else:
+        click.echo(f"deleted scope {slug}")
+
+
+@cli.group(cls=AppGroup)
+@common_options
+def purge() -> None:
+    """Remove cached live images or storage leftovers."""
+
+
+@purge.command("cache")
+@common_options
+@click.option("--scope", "scope_slug", help="Only this scope (with --project).")
+@click.option("--project", "project_path", metavar="ORG/PROJECT",
+              help="Only this project (default: every project).")  # fmt: skip
+@json_option
+def purge_cache(scope_slug: str | None, project_path: str | None, as_json: bool) -> None:
+    """Drop live cache entries and their images, except images with a project alias.
+
+    The next live-URL request for each prompt generates again. Scopes stay. Cannot
+    be undone."""
+    with opened() as services:
+        query = LiveCacheEntry.select()
+        if project_path or scope_slug:
+            ref = _project_ref(services, project_path or "default/default")
+            query = query.where(LiveCacheEntry.project_id == ref.project.id)
+            if scope_slug:
+                scope = services.scopes.get(ref.project.id, scope_slug)
+                query = query.where(LiveCacheEntry.scope_id == scope.id)
+        entries = list(query)
+        asyncio.run(services.live.purge(entries))
+    if as_json:
+        emit_json({"purged": len(entries)})
+    else:
+        click.echo(f"purged {len(entries)} live cache entr{'y' if len(entries) == 1 else 'ies'}")
 
 
 # ----------------------------------------------------------------------- generate

@@ -871,6 +871,13 @@ def test_every_expected_command_exists() -> None:
         ("projects", "create"),
         ("projects", "list"),
         ("projects", "update"),
+        ("scopes",),
+        ("scopes", "list"),
+        ("scopes", "create"),
+        ("scopes", "update"),
+        ("scopes", "delete"),
+        ("purge",),
+        ("purge", "cache"),
     }
 
 
