@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import re
@@ -130,6 +131,8 @@ def _add_routes(app: Sanic[Any, Any]) -> None:
         bp = Blueprint(f"{access}_routes")
         if guard is not None:
             bp.on_request(guard)
+        if access == "project":
+            bp.on_response(attach_rate_headers)
         for route_access, method, path, handler in ROUTES:
             if route_access == access:
                 # unique per route: one handler may serve two paths (regenerate, retry)
@@ -148,7 +151,6 @@ def create_app(settings: Settings, services: Services | None = None) -> Sanic[An
     app.ctx.services = services
     errors.install(app)
     _add_routes(app)
-    app.on_response(attach_rate_headers)
 
     @app.before_server_start
     async def _recover(app: Sanic[Any, Any]) -> None:
@@ -158,13 +160,17 @@ def create_app(settings: Settings, services: Services | None = None) -> Sanic[An
 
     @app.after_server_start
     async def _start_flusher(app: Sanic[Any, Any]) -> None:
-        app.ctx.flusher = app.add_task(app.ctx.services.live.run_flusher())
+        # Our own task, not app.add_task: we stop it ourselves before the final flush.
+        app.ctx.flusher = asyncio.get_running_loop().create_task(
+            app.ctx.services.live.run_flusher()
+        )
 
     @app.before_server_stop
     async def _stop_work(app: Sanic[Any, Any]) -> None:
         flusher = getattr(app.ctx, "flusher", None)
         if flusher is not None:
             flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
         await app.ctx.services.live.shutdown()
         await app.ctx.services.generations.shutdown()
 

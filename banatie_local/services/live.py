@@ -22,10 +22,12 @@ import asyncio
 import hashlib
 import ipaddress
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from cachetools import LRUCache
 from peewee import SqliteDatabase
 
 from banatie_local.clock import Clock
@@ -52,7 +54,7 @@ from banatie_local.services.generations import GenerationRequest, GenerationServ
 from banatie_local.services.imagecache import CachedImage, ImageCache
 from banatie_local.services.projects import ProjectService
 from banatie_local.services.ratelimit import Decision, SlidingWindowLimiter
-from banatie_local.services.scopes import ScopeService
+from banatie_local.services.scopes import ScopeService, check_scope_slug
 from banatie_local.services.validation import new_id
 from banatie_local.storage import Storage, StorageError
 
@@ -116,6 +118,13 @@ def cache_key(project_id: str, scope: str, params: LiveParams) -> str:
 
 
 @dataclass(frozen=True)
+class KnownQuery:
+    key: str
+    project_id: str
+    params: LiveParams
+
+
+@dataclass(frozen=True)
 class LiveResult:
     entry: CachedImage
     status: str  # "HIT" or "MISS"
@@ -147,7 +156,7 @@ class HitCounter:
         total = self.totals.get(key, 0) + 1
         self.totals[key] = total
         hits, _ = self._pending.get(key, (0, 0))
-        self._pending[key] = (hits + 1, self.clock.now_us())
+        self._pending[key] = (hits + 1, time.time_ns() // 1000)
         return total
 
     def forget(self, keys: list[str]) -> None:
@@ -181,6 +190,11 @@ class LiveService:
     ip_limiter: SlidingWindowLimiter
     counter: HitCounter
     _project_ids: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (org, project, scope, raw query string) -> what validating it gave, so a repeat
+    # request skips parsing, the project lookup and hashing.
+    known_keys: LRUCache[tuple[str, str, str, str], KnownQuery] = field(
+        default_factory=lambda: LRUCache(maxsize=50_000)
+    )
     _inflight: dict[str, asyncio.Task[_Outcome]] = field(default_factory=dict)
     _trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
 
@@ -224,6 +238,20 @@ class LiveService:
         except ValueError:
             return False
         return any(ip in network for network in self._trusted)
+
+    def known_query(
+        self, org: str, project: str, scope: str, query: str, arg: Callable[[str], str | None]
+    ) -> KnownQuery:
+        """Validate a live request and compute its cache key, once per distinct query."""
+        memo = (org, project, scope, query)
+        known = self.known_keys.get(memo)
+        if known is None:
+            params = parse_live_params(arg)
+            check_scope_slug(scope, "scope")
+            project_id = self.project_id(org, project)
+            known = KnownQuery(cache_key(project_id, scope, params), project_id, params)
+            self.known_keys[memo] = known
+        return known
 
     def memory_hit(self, key: str) -> LiveResult | None:
         """The hot path: bytes from memory, the hit counted in memory."""

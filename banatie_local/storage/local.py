@@ -12,6 +12,7 @@ from pathlib import Path
 from banatie_local.storage.base import InvalidKeyError, StorageError, validate_key
 
 _TMP_DIR = ".tmp"
+_INLINE_READ_BYTES = 4 * 1024 * 1024
 
 
 class LocalStorage:
@@ -99,6 +100,17 @@ class LocalStorage:
         await asyncio.to_thread(self._put, key, data)
 
     async def get(self, key: str) -> bytes:
+        # Images are small and usually in the page cache: reading them inline costs
+        # less than a hop to a worker thread. Large files still go to a thread.
+        path = self.path_for(key)
+        try:
+            with path.open("rb") as fh:
+                if os.fstat(fh.fileno()).st_size <= _INLINE_READ_BYTES:
+                    return fh.read()
+        except (FileNotFoundError, IsADirectoryError):
+            raise FileNotFoundError(key) from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key}: {exc.strerror or exc}") from exc
         return await asyncio.to_thread(self._get, key)
 
     async def delete(self, key: str) -> bool:

@@ -8,8 +8,7 @@ from sanic.response import HTTPResponse
 
 from banatie_local.http.auth import context_of, services_of
 from banatie_local.http.routes.cdn import etag_matches
-from banatie_local.services.live import LiveResult, cache_key, parse_live_params
-from banatie_local.services.scopes import check_scope_slug
+from banatie_local.services.live import LiveResult
 
 
 def respond(request: Request, result: LiveResult) -> HTTPResponse:
@@ -30,14 +29,13 @@ def respond(request: Request, result: LiveResult) -> HTTPResponse:
 async def live_url(request: Request, org: str, project: str, scope: str) -> HTTPResponse:
     """Generate once, then serve from cache: ``?prompt=&aspectRatio=&autoEnhance=&template=``."""
     live = services_of(request).live
-    params = parse_live_params(request.args.get)
-    check_scope_slug(scope, "scope")
-    project_id = live.project_id(org, project)
-    key = cache_key(project_id, scope, params)
-    result = live.memory_hit(key)
+    known = live.known_query(org, project, scope, request.query_string, request.args.get)
+    result = live.memory_hit(known.key)
     if result is None:
         client = live.client_ip(request.ip, request.headers.get("x-forwarded-for"))
-        result = await live.resolve((org, project), project_id, scope, params, key, client)
+        result = await live.resolve(
+            (org, project), known.project_id, scope, known.params, known.key, client
+        )
     return respond(request, result)
 
 
@@ -45,12 +43,13 @@ async def live_generate(request: Request) -> HTTPResponse:
     """The live pipeline for a project key (``?scope=``, default ``default``); counted by
     the key's rate limit instead of the per-IP limit."""
     live = services_of(request).live
-    params = parse_live_params(request.args.get)
-    scope = check_scope_slug(request.args.get("scope") or "default", "scope")
     ctx = context_of(request)
-    key = cache_key(ctx.project_id, scope, params)
-    result = live.memory_hit(key)
+    slugs = (ctx.organization.slug, ctx.project.slug)
+    scope = request.args.get("scope") or "default"
+    known = live.known_query(*slugs, scope, request.query_string, request.args.get)
+    result = live.memory_hit(known.key)
     if result is None:
-        slugs = (ctx.organization.slug, ctx.project.slug)
-        result = await live.resolve(slugs, ctx.project_id, scope, params, key, None, ctx)
+        result = await live.resolve(
+            slugs, known.project_id, scope, known.params, known.key, None, ctx
+        )
     return respond(request, result)
