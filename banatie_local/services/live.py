@@ -160,20 +160,28 @@ class HitCounter:
         return total
 
     def forget(self, keys: list[str]) -> None:
+        """Drop counts of entries that are gone (a new entry for a key starts at 0)."""
         for key in keys:
             self.totals.pop(key, None)
             self._pending.pop(key, None)
 
     def flush(self) -> int:
-        """Write the pending counts in one transaction; return how many entries."""
+        """Write the pending counts in one transaction; return how many entries.
+        If the write fails, the counts are kept for the next flush."""
         pending, self._pending = self._pending, {}
         if not pending:
             return 0
-        with self.db.atomic():
+        try:
+            with self.db.atomic():
+                for key, (hits, last) in pending.items():
+                    LiveCacheEntry.update(
+                        hit_count=LiveCacheEntry.hit_count + hits, last_hit_at=last
+                    ).where(LiveCacheEntry.cache_key == key).execute()
+        except BaseException:
             for key, (hits, last) in pending.items():
-                LiveCacheEntry.update(
-                    hit_count=LiveCacheEntry.hit_count + hits, last_hit_at=last
-                ).where(LiveCacheEntry.cache_key == key).execute()
+                newer_hits, newer_last = self._pending.get(key, (0, 0))
+                self._pending[key] = (hits + newer_hits, max(last, newer_last))
+            raise
         return len(pending)
 
 
@@ -196,6 +204,9 @@ class LiveService:
         default_factory=lambda: LRUCache(maxsize=50_000)
     )
     _inflight: dict[str, asyncio.Task[_Outcome]] = field(default_factory=dict)
+    # Generations running per scope: they count against the scope's limit before
+    # their cache entries exist.
+    _running: dict[str, int] = field(default_factory=dict)
     _trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -339,12 +350,20 @@ class LiveService:
         rate = limiter.hit(client) if client is not None and limiter.enabled else None
         task = asyncio.get_running_loop().create_task(self._generate(ctx, scope, params, key))
         self._inflight[key] = task
-        task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        self._running[scope.id] = self._running.get(scope.id, 0) + 1
+        task.add_done_callback(lambda _: self._finished(key, scope.id))
         outcome = await asyncio.shield(task)
         if outcome.entry is None:
             raise outcome.error or generation_failed(None)
-        self.counter.known(key, 0)
         return LiveResult(outcome.entry, "MISS", 0, outcome.generation_id, rate)
+
+    def _finished(self, key: str, scope_id: str) -> None:
+        self._inflight.pop(key, None)
+        left = self._running.get(scope_id, 1) - 1
+        if left > 0:
+            self._running[scope_id] = left
+        else:
+            self._running.pop(scope_id, None)
 
     def _context(self, org: str, project: str) -> Context:
         ref = self.projects.get(org, project)
@@ -361,7 +380,8 @@ class LiveService:
             raise ForbiddenError(
                 f"scope {slug} does not allow new generations.", "SCOPE_GENERATIONS_DISABLED"
             )
-        if self.scopes.current_generations(scope) >= scope.new_generations_limit:
+        used = self.scopes.current_generations(scope) + self._running.get(scope.id, 0)
+        if used >= scope.new_generations_limit:
             raise RateLimitError(
                 f"scope {slug} reached its limit of {scope.new_generations_limit} generations.",
                 "SCOPE_GENERATION_LIMIT_EXCEEDED",
@@ -399,6 +419,8 @@ class LiveService:
             log.exception("live generation for %s failed", key)
             return _Outcome(None, None, generation_failed(None))
         entry = self._entry(image, data, row[0], row[1], scope.slug)
+        self.counter.forget([key])  # a new entry counts from zero
+        self.counter.known(key, 0)
         self.cache.put(("live", key), entry)
         return _Outcome(entry, generation.id)
 
