@@ -8,11 +8,13 @@ import errno
 import os
 import uuid
 from pathlib import Path
+from stat import S_ISREG
 
 from banatie_local.storage.base import InvalidKeyError, StorageError, validate_key
 
 _TMP_DIR = ".tmp"
 _INLINE_READ_BYTES = 4 * 1024 * 1024
+_MAX_REMEMBERED_DIRS = 10_000
 
 
 class LocalStorage:
@@ -23,6 +25,7 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self._tmp = self.root / _TMP_DIR
+        self._dirs: dict[str, str] = {}
 
     def path_for(self, key: str) -> Path:
         """The file that holds ``key``; refuses anything that resolves outside root."""
@@ -99,18 +102,46 @@ class LocalStorage:
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         await asyncio.to_thread(self._put, key, data)
 
+    def _read_path(self, key: str) -> str:
+        """``path_for`` for the read hot path: the parent directory's resolution is
+        remembered (keys share a few ``{org}/{project}/img`` directories), and the
+        final component is opened with O_NOFOLLOW by ``get``, so a symlink there still
+        goes through the full check."""
+        validate_key(key)
+        parent, _, name = key.rpartition("/")
+        base = self._dirs.get(parent)
+        if base is None:
+            resolved = (self.root / parent).resolve() if parent else self.root
+            if not resolved.is_relative_to(self.root):
+                raise InvalidKeyError(f"storage key {key!r} escapes the storage root")
+            base = str(resolved)
+            if len(self._dirs) < _MAX_REMEMBERED_DIRS:
+                self._dirs[parent] = base
+        return f"{base}/{name}"
+
     async def get(self, key: str) -> bytes:
         # Images are small and usually in the page cache: reading them inline costs
-        # less than a hop to a worker thread. Large files still go to a thread.
-        path = self.path_for(key)
+        # less than a hop to a worker thread. Large files, and a symlink as the last
+        # component (checked in full by path_for), go to a thread.
+        path = self._read_path(key)
         try:
-            with path.open("rb") as fh:
-                if os.fstat(fh.fileno()).st_size <= _INLINE_READ_BYTES:
-                    return fh.read()
-        except (FileNotFoundError, IsADirectoryError):
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
             raise FileNotFoundError(key) from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return await asyncio.to_thread(self._get, key)
             raise StorageError(f"cannot read {key}: {exc.strerror or exc}") from exc
+        try:
+            stat = os.fstat(fd)
+            if not S_ISREG(stat.st_mode):
+                raise FileNotFoundError(key)
+            if stat.st_size <= _INLINE_READ_BYTES:
+                data = os.read(fd, stat.st_size)
+                if len(data) == stat.st_size:  # else the file changed under us: reread
+                    return data
+        finally:
+            os.close(fd)
         return await asyncio.to_thread(self._get, key)
 
     async def delete(self, key: str) -> bool:
