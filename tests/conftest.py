@@ -15,6 +15,7 @@ from banatie_local.config import Settings
 from banatie_local.http import create_app
 from banatie_local.providers import ImageProvider
 from banatie_local.services.container import Services, initialize, open_services
+from tests.fakes.s3 import S3Server
 from tests.helpers import LiveServer, make_settings
 
 # Sanic's own test mode: many apps per process, each optimised (TouchUp) afresh.
@@ -56,6 +57,14 @@ class Running:
         assert response.status_code == 201, response.text
         key: str = response.json()["data"]["key"]
         return key
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One real S3 server (SeaweedFS) for the session."""
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

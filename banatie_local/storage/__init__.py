@@ -13,7 +13,8 @@ def create_storage(settings: Settings) -> Storage:
     """The backend that ``storage.backend`` names."""
     if settings.storage.backend == "local":
         return LocalStorage(settings.storage_root)
-    raise ConfigError(
-        f"setting storage.backend = {settings.storage.backend!r} is not available in this "
-        "release; use 'local'."
-    )
+    if settings.storage.backend == "minio":
+        from banatie_local.storage.minio import MinioStorage
+
+        return MinioStorage(settings.storage)
+    raise ConfigError(f"setting storage.backend = {settings.storage.backend!r} is unknown.")
