@@ -36,6 +36,7 @@ from banatie_local.services.context import Context
 from banatie_local.services.generations import GenerationRequest, present_generations
 from banatie_local.services.images import image_to_dict
 from banatie_local.services.keys import KEY_TYPES, MAX_EXPIRY_DAYS, created_key_to_dict, key_to_dict
+from banatie_local.services.maintenance import GRACE_SECONDS
 from banatie_local.services.projects import (
     MAX_SCOPE_GENERATION_LIMIT,
     ProjectRef,
@@ -481,7 +482,7 @@ def scopes_delete(slug: str, project_path: str, as_json: bool) -> None:
 @cli.group(cls=AppGroup)
 @common_options
 def purge() -> None:
-    """Remove cached live images or storage leftovers."""
+    """Remove cached live images (cache) or storage leftovers (orphans)."""
 
 
 @purge.command("cache")
@@ -509,6 +510,63 @@ def purge_cache(scope_slug: str | None, project_path: str | None, as_json: bool)
         emit_json({"purged": len(entries)})
     else:
         click.echo(f"purged {len(entries)} live cache entr{'y' if len(entries) == 1 else 'ies'}")
+
+
+@purge.command("orphans")
+@common_options
+@click.option("--dry-run", is_flag=True, help="Only report; remove nothing.")
+@click.option(
+    "--grace", type=click.FloatRange(0), default=GRACE_SECONDS, show_default=True,
+    help="Leave files younger than this many seconds (a write may be finishing).",
+)  # fmt: skip
+@json_option
+def purge_orphans(dry_run: bool, grace: float, as_json: bool) -> None:
+    """Find and remove storage leftovers: files without an image row, image rows
+    whose file is gone (with their references), files a delete could not remove,
+    and temp files of interrupted writes.
+
+    Safe to run beside a server; --dry-run changes nothing."""
+    with opened() as services:
+        report = asyncio.run(services.maintenance.find_orphans(grace))
+        if not dry_run:
+            asyncio.run(services.maintenance.purge_orphans(report))
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    for label, items in (
+        ("files without rows", report.files_without_rows),
+        ("rows without files", report.rows_without_files),
+        ("files recorded by failed deletes", report.recorded_files),
+        ("temp files", report.temp_files),
+    ):
+        click.echo(f"{verb} {len(items)} {label}")
+        for item in items:
+            click.echo(f"  {item}")
+
+
+@cli.command()
+@common_options
+@json_option
+def stats(as_json: bool) -> None:
+    """Counts by type, status and provider; bytes stored; live cache entries and hits.
+    Read-only."""
+    with opened() as services:
+        data = services.maintenance.stats()
+    if as_json:
+        emit_json(data)
+        return
+    for name, value in data.items():
+        if isinstance(value, dict):
+            click.echo(f"{name}:")
+            for sub, count in value.items():
+                if isinstance(count, dict):
+                    parts = ", ".join(f"{k} {v}" for k, v in count.items()) or "none"
+                    click.echo(f"  {sub}: {parts}")
+                else:
+                    click.echo(f"  {sub}: {count}")
+        else:
+            click.echo(f"{name}: {value}")
 
 
 # ----------------------------------------------------------------------- generate

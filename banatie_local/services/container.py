@@ -19,6 +19,7 @@ from banatie_local.services.imagecache import ImageCache
 from banatie_local.services.images import ImageService
 from banatie_local.services.keys import KeyService
 from banatie_local.services.live import HitCounter, LiveService
+from banatie_local.services.maintenance import Maintenance
 from banatie_local.services.projects import DEFAULT_SLUG, ProjectService
 from banatie_local.services.ratelimit import SlidingWindowLimiter
 from banatie_local.services.scopes import ScopeService
@@ -42,6 +43,7 @@ class Services:
     generations: GenerationService
     scopes: ScopeService
     live: LiveService
+    maintenance: Maintenance
     started_at: float = field(default_factory=time.monotonic)
 
     def close(self) -> None:
@@ -96,6 +98,7 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
         generations=generations,
         scopes=scopes,
         live=live,
+        maintenance=Maintenance(db, storage, cascade),
     )
 
 

@@ -59,6 +59,10 @@ class Storage(Protocol):
         """Every key that starts with ``prefix`` (for purge and stats)."""
         ...
 
+    async def modified_at(self, key: str) -> float:
+        """When ``key`` was last written (epoch seconds); ``FileNotFoundError`` if absent."""
+        ...
+
     async def healthy(self) -> bool:
         """Whether the backend can be read and written now."""
         ...

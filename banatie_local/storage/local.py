@@ -76,6 +76,12 @@ class LocalStorage:
             raise StorageError(f"cannot delete {key}: {exc.strerror or exc}") from exc
         return True
 
+    def temp_files(self, older_than: float) -> list[Path]:
+        """Leftover temp files (a write interrupted by a crash) older than the cut-off."""
+        if not self._tmp.is_dir():
+            return []
+        return [p for p in self._tmp.iterdir() if p.is_file() and p.stat().st_mtime < older_than]
+
     def _list(self, prefix: str) -> list[str]:
         if not self.root.is_dir():
             return []
@@ -149,6 +155,9 @@ class LocalStorage:
 
     async def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()
+
+    async def modified_at(self, key: str) -> float:
+        return self.path_for(key).stat().st_mtime
 
     async def list_keys(self, prefix: str = "") -> list[str]:
         return await asyncio.to_thread(self._list, prefix)

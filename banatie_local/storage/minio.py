@@ -114,6 +114,14 @@ class MinioStorage:
                 f"S3 endpoint unreachable during {what} of {key} ({type(exc).__name__})"
             ) from exc
 
+    def _modified(self, key: str) -> float:
+        self._ensure_bucket()
+        stat = self.client.stat_object(self.bucket, key)
+        return stat.last_modified.timestamp() if stat.last_modified else 0.0
+
+    async def modified_at(self, key: str) -> float:
+        return await self._call("lookup", validate_key(key), self._modified, key)
+
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         await self._call("write", validate_key(key), self._put, key, data, content_type)
 

@@ -878,6 +878,8 @@ def test_every_expected_command_exists() -> None:
         ("scopes", "delete"),
         ("purge",),
         ("purge", "cache"),
+        ("purge", "orphans"),
+        ("stats",),
     }
 
 

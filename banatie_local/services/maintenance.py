@@ -1,0 +1,126 @@
+"""Upkeep for the admin CLI: finding storage leftovers (``purge orphans``) and
+counting what the appliance holds (``stats``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from peewee import SqliteDatabase, fn
+
+from banatie_local.db.models import (
+    ApiKey,
+    Flow,
+    Generation,
+    Image,
+    LiveCacheEntry,
+    LiveScope,
+    Organization,
+    OrphanFile,
+    Project,
+)
+from banatie_local.services.cascade import Cascade
+from banatie_local.storage import LocalStorage, Storage
+
+# A file younger than this may belong to a write whose row is about to be committed.
+GRACE_SECONDS: Final = 300.0
+
+
+@dataclass
+class OrphanReport:
+    files_without_rows: list[str] = field(default_factory=list)
+    rows_without_files: list[str] = field(default_factory=list)  # image ids
+    recorded_files: list[str] = field(default_factory=list)  # from orphan_files
+    temp_files: list[str] = field(default_factory=list)
+    removed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "filesWithoutRows": self.files_without_rows,
+            "rowsWithoutFiles": self.rows_without_files,
+            "recordedFiles": self.recorded_files,
+            "tempFiles": self.temp_files,
+            "removed": self.removed,
+        }
+
+
+class Maintenance:
+    def __init__(self, db: SqliteDatabase, storage: Storage, cascade: Cascade) -> None:
+        self.db = db
+        self.storage = storage
+        self.cascade = cascade
+
+    async def find_orphans(self, grace_seconds: float = GRACE_SECONDS) -> OrphanReport:
+        """Files with no image row (older than the grace period), image rows with no
+        file, keys recorded when a delete could not remove them, and temp leftovers."""
+        report = OrphanReport()
+        stored = set(await self.storage.list_keys(""))
+        rows = {image.storage_key: image.id for image in Image.select(Image.id, Image.storage_key)}
+        cutoff = time.time() - grace_seconds
+        for key in sorted(stored - rows.keys()):
+            try:
+                if await self.storage.modified_at(key) < cutoff:
+                    report.files_without_rows.append(key)
+            except FileNotFoundError:
+                continue
+        report.rows_without_files = sorted(
+            image_id for key, image_id in rows.items() if key not in stored
+        )
+        recorded = [o.storage_key for o in OrphanFile.select()]
+        report.recorded_files = sorted(k for k in recorded if k not in rows)
+        if isinstance(self.storage, LocalStorage):
+            report.temp_files = sorted(str(p) for p in self.storage.temp_files(cutoff))
+        return report
+
+    async def purge_orphans(self, report: OrphanReport) -> None:
+        """Remove what ``find_orphans`` found: files, rows (with their references, as
+        any image delete) and temp files; clear the recorded keys that went."""
+        with self.db.atomic():
+            doomed = Image.select().where(Image.id.in_(report.rows_without_files))
+            self.cascade.delete_image_rows(list(doomed))
+        keys = sorted(set(report.files_without_rows) | set(report.recorded_files))
+        OrphanFile.delete().where(OrphanFile.storage_key.in_(keys)).execute()
+        await self.cascade.remove_files(keys)  # a key that fails again is re-recorded
+        if isinstance(self.storage, LocalStorage):
+            for path in self.storage.temp_files(time.time() - GRACE_SECONDS):
+                if str(path) in report.temp_files:
+                    path.unlink(missing_ok=True)
+        report.removed = True
+
+    def stats(self) -> dict[str, Any]:
+        """Counts by type, status and provider; bytes stored; cache entries and hits."""
+        provider = fn.json_extract(Generation.meta, "$.provider")
+        return {
+            "organizations": Organization.select().count(),
+            "projects": Project.select().count(),
+            "apiKeys": {
+                "active": ApiKey.select().where(ApiKey.is_active == True).count(),  # noqa: E712
+                "revoked": ApiKey.select().where(ApiKey.is_active == False).count(),  # noqa: E712
+            },
+            "images": _grouped(Image.source),
+            "bytesStored": int(Image.select(fn.COALESCE(fn.SUM(Image.file_size), 0)).scalar()),
+            "generations": {
+                "byStatus": _grouped(Generation.status),
+                "byProvider": _count_by(
+                    Generation.select(provider, fn.COUNT(Generation.id)).group_by(provider)
+                ),
+            },
+            "flows": Flow.select().count(),
+            "liveScopes": LiveScope.select().count(),
+            "liveCacheEntries": LiveCacheEntry.select().count(),
+            "liveHits": int(
+                LiveCacheEntry.select(fn.COALESCE(fn.SUM(LiveCacheEntry.hit_count), 0)).scalar()
+            ),
+            "orphanFilesRecorded": OrphanFile.select().count(),
+        }
+
+
+def _grouped(column: Any) -> dict[str, int]:
+    model = column.model
+    return _count_by(model.select(column, fn.COUNT(model.id)).group_by(column))
+
+
+def _count_by(query: Any) -> dict[str, int]:
+    rows: list[tuple[Any, int]] = list(query.tuples())
+    return {str(value) if value is not None else "none": int(count) for value, count in rows}
