@@ -35,20 +35,29 @@ class MinioStorage:
 
     def __init__(self, settings: StorageSettings) -> None:
         self.bucket = settings.minio_bucket
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=3.0, read=30.0),
-            retries=urllib3.Retry(total=1, backoff_factor=0.2, status_forcelist=(502, 503, 504)),
-            maxsize=16,
-        )
-        self.client = Minio(
+        # A refused or failed connection is retried once; a read that times out is
+        # not (a silent endpoint would otherwise cost two full timeouts).
+        retries = urllib3.Retry(
+            total=1, connect=1, read=0, status=1, backoff_factor=0.2,
+            status_forcelist=(502, 503, 504),
+        )  # fmt: skip
+        self.client = self._client(settings, urllib3.Timeout(connect=3.0, read=15.0), retries)
+        # /health must answer quickly even when the endpoint accepts but never replies.
+        self.probe = self._client(settings, urllib3.Timeout(connect=2.0, read=2.0), 0)
+        self._bucket_ready = False
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _client(
+        settings: StorageSettings, timeout: urllib3.Timeout, retries: urllib3.Retry | int
+    ) -> Minio:
+        return Minio(
             settings.minio_endpoint,
             access_key=settings.minio_access_key or None,
             secret_key=settings.minio_secret_key or None,
             secure=settings.minio_secure,
-            http_client=http,
+            http_client=urllib3.PoolManager(timeout=timeout, retries=retries, maxsize=16),
         )
-        self._bucket_ready = False
-        self._lock = threading.Lock()
 
     # The client is blocking; every call runs in a worker thread.
 
@@ -108,6 +117,8 @@ class MinioStorage:
         except S3Error as exc:
             if exc.code in _MISSING_CODES:
                 raise FileNotFoundError(key) from None
+            if exc.code == "NoSuchBucket":
+                self._bucket_ready = False  # removed behind our back: recreate next time
             raise StorageError(f"S3 {what} of {key} failed: {exc.code}") from exc
         except _UNREACHABLE as exc:
             raise StorageError(
@@ -138,14 +149,15 @@ class MinioStorage:
         return await self._call("listing", prefix or "/", self._list, prefix)
 
     async def healthy(self) -> bool:
+        """Whether the endpoint answers and the bucket exists (creating it if missing)."""
         try:
-            await asyncio.to_thread(self._ensure_and_probe)
+            return await asyncio.to_thread(self._probe)
         except (*_UNREACHABLE, S3Error):
             return False
-        return True
 
-    def _ensure_and_probe(self) -> None:
+    def _probe(self) -> bool:
+        if self.probe.bucket_exists(self.bucket):
+            return True
+        self._bucket_ready = False
         self._ensure_bucket()
-        if not self.client.bucket_exists(self.bucket):
-            self._bucket_ready = False
-            raise StorageError(f"bucket {self.bucket} is gone")
+        return True

@@ -70,6 +70,17 @@ def generate(app: Running, prompt: str) -> httpx.Response:
     return app.project("POST", GENERATIONS, json={"prompt": prompt, "autoEnhance": False})
 
 
+def refuse_server_errors(app: Running) -> None:
+    """Fail the test at the first 5xx other than 503 that the appliance answers."""
+
+    def check(response: httpx.Response) -> None:
+        assert response.status_code < 500 or response.status_code == 503, (
+            f"{response.request.method} {response.request.url} -> {response.status_code}"
+        )
+
+    app.client.event_hooks["response"].append(check)
+
+
 def count(app: Running, sql: str, *args: object) -> int:
     with sqlite(app.settings.database_path) as db:
         return int(db.execute(sql, args).fetchone()[0])
@@ -84,6 +95,7 @@ def test_api_on_the_s3_backend(start_server: Callable[..., Running], s3_server: 
     bucket = new_bucket()
     client = s3_client(s3_server)
     app = start_server(provider=FakeProvider(), **s3_server.settings_overrides(bucket))
+    refuse_server_errors(app)
 
     health = app.client.get("/health")
     assert health.status_code == 200, health.text
@@ -122,7 +134,9 @@ def test_api_on_the_s3_backend(start_server: Callable[..., Running], s3_server: 
     # live URL: MISS stores an object, HIT answers it, also when read back from S3
     first = live(app, "a lighthouse at dusk")
     assert_miss(first)
-    live_object = stored_object(client, bucket, f"default/default/img/{first.headers['x-image-id']}")
+    live_object = stored_object(
+        client, bucket, f"default/default/img/{first.headers['x-image-id']}"
+    )
     assert live_object is not None
     assert live_object[0] == first.content
     assert_hit(live(app, "a lighthouse at dusk"), hits=1)
@@ -168,6 +182,7 @@ def _outage_and_recovery(start_server: Callable[..., Running], s3: S3Server) -> 
     app = start_server(
         provider=FakeProvider(), live__memory_cache_mb=0, **s3.settings_overrides(bucket)
     )
+    refuse_server_errors(app)
     kept_bytes = png_bytes(10, 10, (1, 2, 3))
     kept = uploaded(app, kept_bytes)
     doomed = uploaded(app, png_bytes(10, 10, (4, 5, 6)))
@@ -194,7 +209,9 @@ def _outage_and_recovery(start_server: Callable[..., Running], s3: S3Server) -> 
     # synchronous generation: 503, the record failed, no output image
     assert_error(generate(app, "a storm"), 503, "STORAGE_UNAVAILABLE")
     with sqlite(app.settings.database_path) as db:
-        rows = db.execute("SELECT status, output_image_id, error_message FROM generations").fetchall()
+        rows = db.execute(
+            "SELECT status, output_image_id, error_message FROM generations"
+        ).fetchall()
     assert len(rows) == 1
     assert rows[0]["status"] == "failed"
     assert rows[0]["output_image_id"] is None
@@ -236,3 +253,16 @@ def _outage_and_recovery(start_server: Callable[..., Running], s3: S3Server) -> 
     # the file the failed delete left behind is still there for purge to find
     assert stored_object(client, bucket, doomed["storageKey"]) is not None
     assert local_files(app) == []
+
+
+def test_health_when_the_bucket_was_removed(
+    start_server: Callable[..., Running], s3_server: S3Server
+) -> None:
+    """A bucket removed behind the appliance's back: /health still answers its §7 body."""
+    bucket = new_bucket()
+    app = start_server(provider=FakeProvider(), **s3_server.settings_overrides(bucket))
+    assert app.client.get("/health").status_code == 200
+    s3_client(s3_server).remove_bucket(bucket)
+    body = app.client.get("/health").json()
+    assert body.get("status") in ("healthy", "unhealthy"), body
+    assert body["storage"] == "minio"

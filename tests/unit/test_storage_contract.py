@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import io
 import random
+import socket
+import threading
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,12 +50,23 @@ def minio_storage(tmp_path: Path, server: S3Server, bucket: str) -> MinioStorage
     return storage
 
 
+def unreachable_storage(tmp_path: Path, endpoint: str | None = None) -> Storage:
+    """An S3 storage whose endpoint has nothing listening (or ``endpoint``)."""
+    settings = make_settings(
+        tmp_path / "data",
+        storage__backend="minio",
+        storage__minio_endpoint=endpoint or f"127.0.0.1:{free_port()}",
+        storage__minio_bucket="nowhere",
+    )
+    return create_storage(settings)
+
+
 @dataclass
 class Backend:
     """A storage under test and a way to tell whether it has touched anything yet."""
 
     storage: Storage
-    untouched: Any  # () -> bool
+    untouched: Callable[[], bool]
 
 
 @pytest.fixture(params=["local", "minio"])
@@ -64,7 +77,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     server: S3Server = request.getfixturevalue("s3_server")
     bucket = new_bucket()
     client = s3_client(server)
-    return Backend(minio_storage(tmp_path, server, bucket), lambda: not client.bucket_exists(bucket))
+    return Backend(
+        minio_storage(tmp_path, server, bucket), lambda: not client.bucket_exists(bucket)
+    )
 
 
 @pytest.fixture
@@ -103,6 +118,15 @@ def test_exists(storage: Storage) -> None:
     assert run(storage.exists("a")) is False  # a prefix of a key is no object
 
 
+def test_get_of_a_key_prefix_is_file_not_found(storage: Storage) -> None:
+    """``a`` is no object when only ``a/b`` exists (a directory on disk)."""
+    run(storage.put("a/b", b"data", "image/png"))
+    with pytest.raises(FileNotFoundError):
+        run(storage.get("a"))
+    assert run(storage.exists("a")) is False
+    assert run(storage.list_keys()) == ["a/b"]
+
+
 def test_delete_reports_whether_something_was_removed(storage: Storage) -> None:
     run(storage.put("a/b", b"data", "image/png"))
     assert run(storage.delete("a/b")) is True
@@ -129,10 +153,8 @@ def test_list_keys_by_prefix(storage: Storage) -> None:
     assert run(storage.list_keys("")) == sorted(keys)
     assert run(storage.list_keys("org/p1/")) == ["org/p1/img/a", "org/p1/img/b"]
     assert run(storage.list_keys("org/p1")) == ["org/p1/img/a", "org/p1/img/b", "org/p10/img/d"]
-    assert run(storage.list_keys("org/")) == ["org/p1/img/a", "org/p1/img/b"] + [
-        "org/p10/img/d",
-        "org/p2/img/c",
-    ]
+    under_org = ["org/p1/img/a", "org/p1/img/b", "org/p10/img/d", "org/p2/img/c"]
+    assert run(storage.list_keys("org/")) == under_org
     assert run(storage.list_keys("nothing")) == []
     run(storage.delete("org/p1/img/a"))
     assert run(storage.list_keys("org/p1/")) == ["org/p1/img/b"]
@@ -192,13 +214,7 @@ def test_invalid_keys_are_refused_before_any_io(backend: Backend, key: str) -> N
 @pytest.mark.parametrize("key", INVALID_KEYS)
 def test_invalid_keys_are_refused_even_when_s3_is_unreachable(tmp_path: Path, key: str) -> None:
     """The key check comes first: a bad key is InvalidKeyError, never StorageError."""
-    settings = make_settings(
-        tmp_path / "data",
-        storage__backend="minio",
-        storage__minio_endpoint=f"127.0.0.1:{free_port()}",
-        storage__minio_bucket="nowhere",
-    )
-    storage = create_storage(settings)
+    storage = unreachable_storage(tmp_path)
     with pytest.raises(InvalidKeyError):
         run(storage.put(key, b"data", "image/png"))
     with pytest.raises(InvalidKeyError):
@@ -262,13 +278,7 @@ def test_s3_delete_removes_the_object(s3_server: S3Server, tmp_path: Path) -> No
 
 def test_s3_unreachable_endpoint_fails_fast(tmp_path: Path) -> None:
     """Nothing listening: every operation is StorageError within seconds; healthy() False."""
-    settings = make_settings(
-        tmp_path / "data",
-        storage__backend="minio",
-        storage__minio_endpoint=f"127.0.0.1:{free_port()}",
-        storage__minio_bucket="nowhere",
-    )
-    storage = create_storage(settings)
+    storage = unreachable_storage(tmp_path)
     started = time.monotonic()
     assert run(storage.healthy()) is False
     for call in (
@@ -276,8 +286,44 @@ def test_s3_unreachable_endpoint_fails_fast(tmp_path: Path) -> None:
         lambda: storage.get("a/b"),
         lambda: storage.exists("a/b"),
         lambda: storage.delete("a/b"),
-        lambda: storage.list_keys(),
+        storage.list_keys,
     ):
         with pytest.raises(StorageError):
             run(call())
     assert time.monotonic() - started < 15
+
+
+def test_s3_wrong_credentials_are_unhealthy(s3_server: S3Server, tmp_path: Path) -> None:
+    overrides = {**s3_server.settings_overrides(new_bucket()), "storage__minio_secret_key": "nope"}
+    storage = create_storage(make_settings(tmp_path / "data", **overrides))
+    assert run(storage.healthy()) is False
+    with pytest.raises(StorageError):
+        run(storage.put("a/b", b"x", "image/png"))
+    with pytest.raises(StorageError):
+        run(storage.get("a/b"))
+
+
+def test_s3_healthy_answers_a_bool_when_the_bucket_was_removed(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    bucket = new_bucket()
+    storage = minio_storage(tmp_path, s3_server, bucket)
+    assert run(storage.healthy()) is True
+    s3_client(s3_server).remove_bucket(bucket)
+    assert run(storage.healthy()) in (True, False)
+
+
+def test_s3_unresponsive_endpoint_fails_fast(tmp_path: Path) -> None:
+    """A frozen server (TCP accepted by the kernel, no reply) must not hold a probe long."""
+    outcome: list[bool] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        storage = unreachable_storage(tmp_path, f"127.0.0.1:{listener.getsockname()[1]}")
+        probe = threading.Thread(target=lambda: outcome.append(run(storage.healthy())), daemon=True)
+        probe.start()
+        probe.join(10)
+        finished = not probe.is_alive()
+    probe.join(10)  # closing the listener resets the pending connections
+    assert finished
+    assert outcome == [False]
