@@ -189,7 +189,10 @@ def init(no_keys: bool, as_json: bool) -> None:
 @click.option("--port", type=int, help="TCP port (server.port).")
 @click.option("--no-keys", is_flag=True, help="On first run, create no keys (see init).")
 def serve(host: str | None, port: int | None, no_keys: bool) -> None:
-    """Initialise on first run, then serve the API until Ctrl-C or SIGTERM."""
+    """Initialise on first run, then serve the API until Ctrl-C or SIGTERM.
+
+    Safe to stop at any time: hit counts are written, and background generations
+    still running are recorded as interrupted."""
     from banatie_local.http import create_app
 
     settings = load({"server.host": host, "server.port": port})
@@ -242,7 +245,7 @@ def _check_can_listen(host: str, port: int) -> None:
 @cli.group(cls=AppGroup)
 @common_options
 def keys() -> None:
-    """Create, list and revoke API keys."""
+    """Create, list and revoke API keys (only their SHA-256 is stored)."""
 
 
 @keys.command("create")
@@ -283,7 +286,7 @@ def keys_create(
 @common_options
 @json_option
 def keys_list(as_json: bool) -> None:
-    """List keys (prefixes only; the keys themselves are never stored)."""
+    """List keys by prefix (the keys themselves are never stored). Read-only."""
     with opened() as services:
         owners, _ = services.keys.list(limit=1_000_000, offset=0)
         rows = [key_to_dict(owner) for owner in owners]
@@ -314,14 +317,14 @@ def keys_revoke(key_id: str, as_json: bool) -> None:
 @cli.group(cls=AppGroup)
 @common_options
 def projects() -> None:
-    """List, create and configure projects."""
+    """List, create and configure projects and their live-URL settings."""
 
 
 @projects.command("list")
 @common_options
 @json_option
 def projects_list(as_json: bool) -> None:
-    """List projects, newest first."""
+    """List projects with their live settings, newest first. Read-only."""
     with opened() as services:
         rows = [project_to_dict(ref.organization, ref.project) for ref in services.projects.list()]
     if as_json:
@@ -395,7 +398,8 @@ def _project_ref(services: Services, project_path: str) -> ProjectRef:
 @cli.group(cls=AppGroup)
 @common_options
 def scopes() -> None:
-    """List, create, update and delete live-URL scopes."""
+    """List, create, update and delete live-URL scopes (buckets of live images with
+    their own limits)."""
 
 
 @scopes.command("list")
@@ -403,7 +407,7 @@ def scopes() -> None:
 @project_option
 @json_option
 def scopes_list(project_path: str, as_json: bool) -> None:
-    """List a project's scopes with their live image counts."""
+    """List a project's scopes with their live image counts. Read-only."""
     with opened() as services:
         ref = _project_ref(services, project_path)
         views, _ = services.scopes.list_page(ref.project.id, 1_000_000, 0)
@@ -482,7 +486,8 @@ def scopes_delete(slug: str, project_path: str, as_json: bool) -> None:
 @cli.group(cls=AppGroup)
 @common_options
 def purge() -> None:
-    """Remove cached live images (cache) or storage leftovers (orphans)."""
+    """Remove cached live images (cache) or storage leftovers (orphans); images with
+    a project alias always stay."""
 
 
 @purge.command("cache")
@@ -648,7 +653,7 @@ def generate(
 @common_options
 @json_option
 def version(as_json: bool) -> None:
-    """Print the version."""
+    """Print the version of this banatie-local. Read-only."""
     if as_json:
         emit_json({"name": "banatie-local", "version": __version__})
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from peewee import SqliteDatabase, fn
@@ -82,10 +83,8 @@ class Maintenance:
         keys = sorted(set(report.files_without_rows) | set(report.recorded_files))
         OrphanFile.delete().where(OrphanFile.storage_key.in_(keys)).execute()
         await self.cascade.remove_files(keys)  # a key that fails again is re-recorded
-        if isinstance(self.storage, LocalStorage):
-            for path in self.storage.temp_files(time.time() - GRACE_SECONDS):
-                if str(path) in report.temp_files:
-                    path.unlink(missing_ok=True)
+        for temp in report.temp_files:
+            Path(temp).unlink(missing_ok=True)
         report.removed = True
 
     def stats(self) -> dict[str, Any]:

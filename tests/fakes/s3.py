@@ -53,7 +53,11 @@ class S3Server:
                 }
             )
         )
-        self.ports = {name: _free_port() for name in ("s3", "master", "volume", "filer", "admin")}
+        # Every gRPC port is named too: weed's default (HTTP port + 10000) can exceed
+        # 65535 for a high ephemeral port.
+        names = ("s3", "master", "volume", "filer", "admin")
+        self.ports = {name: _free_port() for name in names}
+        self.grpc_ports = {name: _free_port() for name in names}
         self.endpoint = f"127.0.0.1:{self.ports['s3']}"
         self.process: subprocess.Popen[bytes] | None = None
         self.log = workdir / "weed.log"
@@ -67,6 +71,7 @@ class S3Server:
             f"-s3.port={p['s3']}", f"-s3.config={self.config}",
             f"-master.port={p['master']}", f"-volume.port={p['volume']}",
             f"-filer.port={p['filer']}", f"-admin.port={p['admin']}",
+            *(f"-{name}.port.grpc={port}" for name, port in self.grpc_ports.items()),
         ]  # fmt: skip
 
     def start(self, timeout: float = 60.0) -> S3Server:
