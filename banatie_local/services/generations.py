@@ -97,29 +97,19 @@ class GenerationFilters:
     status: str | None = None
 
 
+@dataclass
 class GenerationService:
-    def __init__(
-        self,
-        db: SqliteDatabase,
-        clock: Clock,
-        settings: Settings,
-        storage: Storage,
-        aliases: AliasService,
-        flows: FlowService,
-        cascade: Cascade,
-        provider: ImageProvider,
-    ) -> None:
-        self.db = db
-        self.clock = clock
-        self.settings = settings
-        self.storage = storage
-        self.aliases = aliases
-        self.flows = flows
-        self.cascade = cascade
-        self.provider = provider
-        self._tasks: set[asyncio.Task[None]] = set()
-        # The meta a first output image gets, by generation, while its run is pending.
-        self._image_meta: dict[str, dict[str, Any]] = {}
+    db: SqliteDatabase
+    clock: Clock
+    settings: Settings
+    storage: Storage
+    aliases: AliasService
+    flows: FlowService
+    cascade: Cascade
+    provider: ImageProvider
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    # The meta a first output image gets, by generation, while its run is pending.
+    _image_meta: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
 
     # ----------------------------------------------------------------- create
 

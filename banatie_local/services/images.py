@@ -52,26 +52,16 @@ class ImageFilters:
     alias: str | None = None
 
 
+@dataclass
 class ImageService:
-    def __init__(
-        self,
-        db: SqliteDatabase,
-        clock: Clock,
-        settings: Settings,
-        storage: Storage,
-        cache: ImageCache,
-        aliases: AliasService,
-        flows: FlowService,
-        cascade: Cascade,
-    ) -> None:
-        self.db = db
-        self.clock = clock
-        self.settings = settings
-        self.storage = storage
-        self.cache = cache
-        self.aliases = aliases
-        self.flows = flows
-        self.cascade = cascade
+    db: SqliteDatabase
+    clock: Clock
+    settings: Settings
+    storage: Storage
+    cache: ImageCache
+    aliases: AliasService
+    flows: FlowService
+    cascade: Cascade
 
     # ----------------------------------------------------------------- upload
 
