@@ -60,7 +60,10 @@ class ServerSettings:
         5.0, "Largest accepted upload in megabytes", minimum=0.01, maximum=1024
     )
     request_timeout: float = setting(
-        60.0, "Seconds a client may take to send its request headers", minimum=1, maximum=3600
+        60.0,
+        "Seconds a client may take to send its request headers, and again its body",
+        minimum=1,
+        maximum=3600,
     )
     access_log: bool = setting(False, "Log one line per request")
 

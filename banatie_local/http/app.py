@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 from sanic import Blueprint, Sanic
+from sanic.exceptions import RequestTimeout
+from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from banatie_local.config import Settings
@@ -142,11 +144,36 @@ def _add_routes(app: Sanic[Any, Any]) -> None:
         app.blueprint(bp)
 
 
+class TimedRequest(Request):
+    """A request whose body must arrive within ``body_timeout`` seconds.
+
+    Sanic's own request timeout covers only the headers; a client trickling its body
+    byte by byte would otherwise hold a connection until the response timeout."""
+
+    body_timeout: float = 60.0
+
+    async def receive_body(self) -> None:
+        try:
+            await asyncio.wait_for(super().receive_body(), self.body_timeout)  # type: ignore[no-untyped-call]
+        except TimeoutError:
+            stream: Any = self.stream  # sanic.http.Http at run time
+            if stream is not None:
+                # Answer, then close: do not wait for the rest of a trickling body.
+                stream.keep_alive = False
+                stream.request_body = None
+            raise RequestTimeout("the request body was not received in time.") from None
+
+
 def create_app(settings: Settings, services: Services | None = None) -> Sanic[Any, Any]:
     """Build the application. ``services`` is opened from ``settings`` if not given."""
     services = services or open_services(settings)
     name = f"banatie_local_{next(_app_numbers)}"
-    app: Sanic[Any, Any] = Sanic(name, dumps=dumps, configure_logging=False)
+    request_class = type(
+        "BanatieRequest", (TimedRequest,), {"body_timeout": settings.server.request_timeout}
+    )
+    app: Sanic[Any, Any] = Sanic(
+        name, dumps=dumps, configure_logging=False, request_class=request_class
+    )
     _configure(app, settings)
     app.ctx.services = services
     errors.install(app)
