@@ -22,10 +22,12 @@ from sanic.response import HTTPResponse
 from banatie_local.config import Settings
 from banatie_local.http import errors
 from banatie_local.http.auth import attach_rate_headers, require_master_key, require_project_key
+from banatie_local.http.openapi import build_document
 from banatie_local.http.responses import dumps
 from banatie_local.http.routes import (
     admin,
     cdn,
+    docs,
     flows,
     generations,
     health,
@@ -42,6 +44,9 @@ ROUTES: Final[list[tuple[str, str, str, Handler]]] = [
     # access,  method,  path,                          handler
     ("public", "GET", "/health", health.health),
     ("public", "GET", "/api/info", health.info),
+    ("public", "GET", "/api/v1/openapi.json", docs.openapi_document),
+    ("public", "GET", "/docs", docs.docs_page),
+    ("public", "GET", "/docs/<asset:str>", docs.docs_asset),
     ("public", "POST", "/api/bootstrap/initial-key", admin.initial_key),
     ("master", "POST", "/api/admin/keys", admin.create_key),
     ("master", "GET", "/api/admin/keys", admin.list_keys),
@@ -176,6 +181,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Sanic[An
     )
     _configure(app, settings)
     app.ctx.services = services
+    app.ctx.openapi_text = docs.document_text(build_document(ROUTES))
     errors.install(app)
     _add_routes(app)
 
