@@ -165,9 +165,193 @@ _FLOW_ID_INDEXES: Final = [
     "CREATE INDEX images_flow_id ON images (flow_id)",
 ]
 
+# Counts that lists report, kept by triggers so that reading one costs an index lookup
+# however many rows there are (a COUNT(*), even over an index, reads every entry):
+#
+# - project_counts: rows per project and subject: 'images/<source>',
+#   'generations/<status>', 'flows', 'scopes';
+# - flow_counts: a flow row's generations and images (those of its project that carry
+#   its id); made when the flow row is, counting what it adopts;
+# - scope_counts: a scope's live cache entries.
+#
+# Triggers see every write, the foreign keys' cascades included. INSERT OR REPLACE
+# deletes the row it replaces without firing delete triggers, so none of the counted
+# tables may be written that way, except live_cache_entries (the live pipeline
+# replaces an entry whose file went missing): its insert trigger counts the scope's
+# entries again instead of adding one.
+_COUNTS: Final = [
+    """CREATE TABLE project_counts (
+        project_id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (project_id, subject)) WITHOUT ROWID""",
+    """CREATE TABLE flow_counts (
+        flow_id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL,
+        generations INTEGER NOT NULL,
+        images INTEGER NOT NULL) WITHOUT ROWID""",
+    """CREATE TABLE scope_counts (
+        scope_id TEXT PRIMARY KEY,
+        entries INTEGER NOT NULL) WITHOUT ROWID""",
+    # what an existing database holds already
+    """INSERT INTO project_counts (project_id, subject, n)
+        SELECT project_id, 'images/' || source, COUNT(*) FROM images
+        GROUP BY project_id, source""",
+    """INSERT INTO project_counts (project_id, subject, n)
+        SELECT project_id, 'generations/' || status, COUNT(*) FROM generations
+        GROUP BY project_id, status""",
+    """INSERT INTO project_counts (project_id, subject, n)
+        SELECT project_id, 'flows', COUNT(*) FROM flows GROUP BY project_id""",
+    """INSERT INTO project_counts (project_id, subject, n)
+        SELECT project_id, 'scopes', COUNT(*) FROM live_scopes GROUP BY project_id""",
+    """INSERT INTO flow_counts (flow_id, project_id, generations, images)
+        SELECT f.id, f.project_id,
+            (SELECT COUNT(*) FROM generations g
+                WHERE g.project_id = f.project_id AND g.flow_id = f.id),
+            (SELECT COUNT(*) FROM images i WHERE i.project_id = f.project_id AND i.flow_id = f.id)
+        FROM flows f""",
+    """INSERT INTO scope_counts (scope_id, entries)
+        SELECT s.id, (SELECT COUNT(*) FROM live_cache_entries e WHERE e.scope_id = s.id)
+        FROM live_scopes s""",
+    # images
+    """CREATE TRIGGER images_counts_insert AFTER INSERT ON images BEGIN
+        INSERT INTO project_counts (project_id, subject, n)
+            VALUES (NEW.project_id, 'images/' || NEW.source, 1)
+            ON CONFLICT (project_id, subject) DO UPDATE SET n = n + 1;
+        UPDATE flow_counts SET images = images + 1
+            WHERE flow_id = NEW.flow_id AND project_id = NEW.project_id;
+    END""",
+    """CREATE TRIGGER images_counts_delete AFTER DELETE ON images BEGIN
+        UPDATE project_counts SET n = n - 1
+            WHERE project_id = OLD.project_id AND subject = 'images/' || OLD.source;
+        UPDATE flow_counts SET images = images - 1
+            WHERE flow_id = OLD.flow_id AND project_id = OLD.project_id;
+    END""",
+    """CREATE TRIGGER images_counts_update AFTER UPDATE OF project_id, source, flow_id ON images
+    WHEN OLD.project_id IS NOT NEW.project_id OR OLD.source IS NOT NEW.source
+        OR OLD.flow_id IS NOT NEW.flow_id
+    BEGIN
+        UPDATE project_counts SET n = n - 1
+            WHERE project_id = OLD.project_id AND subject = 'images/' || OLD.source;
+        UPDATE flow_counts SET images = images - 1
+            WHERE flow_id = OLD.flow_id AND project_id = OLD.project_id;
+        INSERT INTO project_counts (project_id, subject, n)
+            VALUES (NEW.project_id, 'images/' || NEW.source, 1)
+            ON CONFLICT (project_id, subject) DO UPDATE SET n = n + 1;
+        UPDATE flow_counts SET images = images + 1
+            WHERE flow_id = NEW.flow_id AND project_id = NEW.project_id;
+    END""",
+    # generations
+    """CREATE TRIGGER generations_counts_insert AFTER INSERT ON generations BEGIN
+        INSERT INTO project_counts (project_id, subject, n)
+            VALUES (NEW.project_id, 'generations/' || NEW.status, 1)
+            ON CONFLICT (project_id, subject) DO UPDATE SET n = n + 1;
+        UPDATE flow_counts SET generations = generations + 1
+            WHERE flow_id = NEW.flow_id AND project_id = NEW.project_id;
+    END""",
+    """CREATE TRIGGER generations_counts_delete AFTER DELETE ON generations BEGIN
+        UPDATE project_counts SET n = n - 1
+            WHERE project_id = OLD.project_id AND subject = 'generations/' || OLD.status;
+        UPDATE flow_counts SET generations = generations - 1
+            WHERE flow_id = OLD.flow_id AND project_id = OLD.project_id;
+    END""",
+    """CREATE TRIGGER generations_counts_update
+    AFTER UPDATE OF project_id, status, flow_id ON generations
+    WHEN OLD.project_id IS NOT NEW.project_id OR OLD.status IS NOT NEW.status
+        OR OLD.flow_id IS NOT NEW.flow_id
+    BEGIN
+        UPDATE project_counts SET n = n - 1
+            WHERE project_id = OLD.project_id AND subject = 'generations/' || OLD.status;
+        UPDATE flow_counts SET generations = generations - 1
+            WHERE flow_id = OLD.flow_id AND project_id = OLD.project_id;
+        INSERT INTO project_counts (project_id, subject, n)
+            VALUES (NEW.project_id, 'generations/' || NEW.status, 1)
+            ON CONFLICT (project_id, subject) DO UPDATE SET n = n + 1;
+        UPDATE flow_counts SET generations = generations + 1
+            WHERE flow_id = NEW.flow_id AND project_id = NEW.project_id;
+    END""",
+    # flows: a new row adopts the members that already carry its id
+    """CREATE TRIGGER flows_counts_insert AFTER INSERT ON flows BEGIN
+        INSERT INTO project_counts (project_id, subject, n) VALUES (NEW.project_id, 'flows', 1)
+            ON CONFLICT (project_id, subject) DO UPDATE SET n = n + 1;
+        INSERT INTO flow_counts (flow_id, project_id, generations, images) VALUES (
+            NEW.id, NEW.project_id,
+            (SELECT COUNT(*) FROM generations
+                WHERE project_id = NEW.project_id AND flow_id = NEW.id),
+            (SELECT COUNT(*) FROM images WHERE project_id = NEW.project_id AND flow_id = NEW.id));
+    END""",
+    """CREATE TRIGGER flows_counts_delete AFTER DELETE ON flows BEGIN
+        UPDATE project_counts SET n = n - 1
+            WHERE project_id = OLD.project_id AND subject = 'flows';
+        DELETE FROM flow_counts WHERE flow_id = OLD.id;
+    END""",
+    """CREATE TRIGGER flows_counts_update AFTER UPDATE OF id, project_id ON flows
+    WHEN OLD.id IS NOT NEW.id OR OLD.project_id IS NOT NEW.project_id
+    BEGIN
+        UPDATE project_counts SET n = n - 1
+            WHERE project_id = OLD.project_id AND subject = 'flows';
+        DELETE FROM flow_counts WHERE flow_id = OLD.id;
+        INSERT INTO project_counts (project_id, subject, n) VALUES (NEW.project_id, 'flows', 1)
+            ON CONFLICT (project_id, subject) DO UPDATE SET n = n + 1;
+        INSERT INTO flow_counts (flow_id, project_id, generations, images) VALUES (
+            NEW.id, NEW.project_id,
+            (SELECT COUNT(*) FROM generations
+                WHERE project_id = NEW.project_id AND flow_id = NEW.id),
+            (SELECT COUNT(*) FROM images WHERE project_id = NEW.project_id AND flow_id = NEW.id));
+    END""",
+    # live scopes and their cache entries
+    """CREATE TRIGGER live_scopes_counts_insert AFTER INSERT ON live_scopes BEGIN
+        INSERT INTO project_counts (project_id, subject, n) VALUES (NEW.project_id, 'scopes', 1)
+            ON CONFLICT (project_id, subject) DO UPDATE SET n = n + 1;
+        INSERT INTO scope_counts (scope_id, entries) VALUES (
+            NEW.id, (SELECT COUNT(*) FROM live_cache_entries WHERE scope_id = NEW.id));
+    END""",
+    """CREATE TRIGGER live_scopes_counts_delete AFTER DELETE ON live_scopes BEGIN
+        UPDATE project_counts SET n = n - 1
+            WHERE project_id = OLD.project_id AND subject = 'scopes';
+        DELETE FROM scope_counts WHERE scope_id = OLD.id;
+    END""",
+    """CREATE TRIGGER live_scopes_counts_update AFTER UPDATE OF id, project_id ON live_scopes
+    WHEN OLD.id IS NOT NEW.id OR OLD.project_id IS NOT NEW.project_id
+    BEGIN
+        UPDATE project_counts SET n = n - 1
+            WHERE project_id = OLD.project_id AND subject = 'scopes';
+        DELETE FROM scope_counts WHERE scope_id = OLD.id;
+        INSERT INTO project_counts (project_id, subject, n) VALUES (NEW.project_id, 'scopes', 1)
+            ON CONFLICT (project_id, subject) DO UPDATE SET n = n + 1;
+        INSERT INTO scope_counts (scope_id, entries) VALUES (
+            NEW.id, (SELECT COUNT(*) FROM live_cache_entries WHERE scope_id = NEW.id));
+    END""",
+    """CREATE TRIGGER live_cache_entries_counts_insert AFTER INSERT ON live_cache_entries BEGIN
+        UPDATE scope_counts
+            SET entries = (SELECT COUNT(*) FROM live_cache_entries WHERE scope_id = NEW.scope_id)
+            WHERE scope_id = NEW.scope_id;
+    END""",
+    """CREATE TRIGGER live_cache_entries_counts_delete AFTER DELETE ON live_cache_entries BEGIN
+        UPDATE scope_counts SET entries = entries - 1 WHERE scope_id = OLD.scope_id;
+    END""",
+    """CREATE TRIGGER live_cache_entries_counts_update
+    AFTER UPDATE OF scope_id ON live_cache_entries
+    WHEN OLD.scope_id IS NOT NEW.scope_id
+    BEGIN
+        UPDATE scope_counts SET entries = entries - 1 WHERE scope_id = OLD.scope_id;
+        UPDATE scope_counts SET entries = entries + 1 WHERE scope_id = NEW.scope_id;
+    END""",
+    # the projects' rows go with them (after their members' triggers have run)
+    """CREATE TRIGGER projects_counts_delete AFTER DELETE ON projects BEGIN
+        DELETE FROM project_counts WHERE project_id = OLD.id;
+    END""",
+    # a flow's images, and its generations of one status, newest first: without them
+    # the planner walks the whole project in time order to avoid sorting the flow
+    "CREATE INDEX images_project_flow_created ON images (project_id, flow_id, created_at)",
+    """CREATE INDEX generations_project_flow_status
+        ON generations (project_id, flow_id, status, created_at)""",
+]
+
 MIGRATIONS: Final[list[tuple[int, str, list[str]]]] = [
     (1, "initial schema", _INITIAL),
     (2, "flow id indexes", _FLOW_ID_INDEXES),
+    (3, "counts kept by triggers; flow images by time", _COUNTS),
 ]
 
 LATEST_VERSION: Final = MIGRATIONS[-1][0]

@@ -9,17 +9,20 @@ foreign keys themselves live in the SQL schema.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from peewee import (
     BigIntegerField,
     BooleanField,
+    CompositeKey,
     DatabaseProxy,
     FloatField,
     ForeignKeyField,
     IntegerField,
     Model,
     TextField,
+    fn,
 )
 
 database = DatabaseProxy()
@@ -218,6 +221,68 @@ class OrphanFile(BaseModel):
         table_name = "orphan_files"
 
 
+# Counts kept by triggers (migration 3): read them, never write them.
+
+
+class ProjectCount(BaseModel):
+    """Rows of a project per subject: ``images/<source>``, ``generations/<status>``,
+    ``flows``, ``scopes``."""
+
+    project_id = TextField()
+    subject = TextField()
+    n = IntegerField()
+
+    class Meta:
+        table_name = "project_counts"
+        primary_key = CompositeKey("project_id", "subject")
+
+    @classmethod
+    def total(cls, project_id: str, subjects: Iterable[str]) -> int:
+        """The project's rows over these subjects, by one primary-key read each."""
+        value = (
+            cls.select(fn.COALESCE(fn.SUM(cls.n), 0))
+            .where((cls.project_id == project_id) & cls.subject.in_(list(subjects)))
+            .scalar()
+        )
+        return int(value)
+
+
+class FlowCount(BaseModel):
+    """A flow row's generations and images (those of its project carrying its id)."""
+
+    flow_id = TextField(primary_key=True)
+    project_id = TextField()
+    generations = IntegerField()
+    images = IntegerField()
+
+    class Meta:
+        table_name = "flow_counts"
+
+    @classmethod
+    def of(cls, project_id: str, flow_id: str) -> FlowCount | None:
+        """The counts of this project's flow row, or None when it has no row."""
+        row: FlowCount | None = cls.get_or_none(
+            (cls.flow_id == flow_id) & (cls.project_id == project_id)
+        )
+        return row
+
+
+class ScopeCount(BaseModel):
+    """A live scope's cache entries."""
+
+    scope_id = TextField(primary_key=True)
+    entries = IntegerField()
+
+    class Meta:
+        table_name = "scope_counts"
+
+    @classmethod
+    def of(cls, scope_id: str) -> int | None:
+        """The scope's entries, or None when the scope has no row."""
+        row: ScopeCount | None = cls.get_or_none(cls.scope_id == scope_id)
+        return int(row.entries) if row is not None else None
+
+
 ALL_MODELS: list[type[BaseModel]] = [
     Organization,
     Project,
@@ -230,4 +295,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     LiveScope,
     LiveCacheEntry,
     OrphanFile,
+    ProjectCount,
+    FlowCount,
+    ScopeCount,
 ]

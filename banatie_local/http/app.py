@@ -161,11 +161,7 @@ class TimedRequest(Request):
         try:
             await asyncio.wait_for(super().receive_body(), self.body_timeout)  # type: ignore[no-untyped-call]
         except TimeoutError:
-            stream: Any = self.stream  # sanic.http.Http at run time
-            if stream is not None:
-                # Answer, then close: do not wait for the rest of a trickling body.
-                stream.keep_alive = False
-                stream.request_body = None
+            # the error handler then answers and closes (errors.abandon_body)
             raise RequestTimeout("the request body was not received in time.") from None
 
 
@@ -189,7 +185,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Sanic[An
     async def _recover(app: Sanic[Any, Any]) -> None:
         services: Services = app.ctx.services
         log.info("image provider: %s; storage: %s", services.provider.name, services.storage.name)
-        services.generations.recover_interrupted()
+        await services.generations.recover_interrupted()
 
     @app.after_server_start
     async def _start_flusher(app: Sanic[Any, Any]) -> None:

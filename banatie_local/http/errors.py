@@ -33,8 +33,18 @@ _SANIC_CODES: list[tuple[type[SanicException], str]] = [
 ]
 
 
+def abandon_body(request: Request) -> None:
+    """After an error, close the connection instead of reading the rest of a body the
+    handler never read: a client trickling it must not hold the connection."""
+    stream: Any = request.stream  # sanic.http.Http at run time
+    if stream is not None and getattr(stream, "request_body", None):
+        stream.keep_alive = False
+        stream.request_body = None
+
+
 def render(request: Request, exc: Exception) -> HTTPResponse:
     """Turn any exception into the error envelope; a 500 never shows its trace."""
+    abandon_body(request)
     if isinstance(exc, ApiError):
         return error(exc.status, exc.code, exc.message, exc.details, exc.headers)
     if isinstance(exc, StorageError):

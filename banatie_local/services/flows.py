@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from peewee import SqliteDatabase, fn
+from peewee import JOIN, SQL, SqliteDatabase, fn
 
 from banatie_local.clock import Clock, iso
-from banatie_local.db.models import Flow, FlowAlias, Generation, Image
+from banatie_local.db.models import Flow, FlowAlias, FlowCount, Generation, Image, ProjectCount
 from banatie_local.errors import NotFoundError, ValidationError
 from banatie_local.services.aliases import AliasService, alias_not_found, check_alias
 from banatie_local.services.cascade import Cascade
@@ -133,15 +133,24 @@ class FlowService:
         return flow
 
     def _counted(self, project_id: str) -> Any:
-        generations = Generation.select(fn.COUNT(Generation.id)).where(
+        """Flows with their member counts, read from ``flow_counts`` (kept by triggers;
+        counted over the flow's index range should a row ever lack its counts)."""
+        generations = Generation.select(fn.COUNT(SQL("*"))).where(
             (Generation.project_id == Flow.project_id) & (Generation.flow_id == Flow.id)
         )
-        images = Image.select(fn.COUNT(Image.id)).where(
+        images = Image.select(fn.COUNT(SQL("*"))).where(
             (Image.project_id == Flow.project_id) & (Image.flow_id == Flow.id)
         )
-        return Flow.select(
-            Flow, generations.alias("generation_count"), images.alias("image_count")
-        ).where(Flow.project_id == project_id)
+        return (
+            Flow.select(
+                Flow,
+                fn.COALESCE(FlowCount.generations, generations).alias("generation_count"),
+                fn.COALESCE(FlowCount.images, images).alias("image_count"),
+            )
+            .join(FlowCount, JOIN.LEFT_OUTER, on=(FlowCount.flow_id == Flow.id))
+            .where(Flow.project_id == project_id)
+            .objects()
+        )
 
     def _views(self, rows: list[Flow]) -> list[FlowView]:
         maps: dict[str, dict[str, str]] = {row.id: {} for row in rows}
@@ -159,7 +168,7 @@ class FlowService:
 
     def list_page(self, project_id: str, limit: int, offset: int) -> tuple[list[FlowView], int]:
         """Flows newest first with counts and alias maps: three queries for any page."""
-        total = Flow.select().where(Flow.project_id == project_id).count()
+        total = ProjectCount.total(project_id, ["flows"])
         rows = list(
             self._counted(project_id).order_by(Flow.created_at.desc()).limit(limit).offset(offset)
         )

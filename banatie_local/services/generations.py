@@ -28,14 +28,21 @@ from banatie_local.constants import (
     MAX_PROMPT_LENGTH,
     TEMPLATES,
 )
-from banatie_local.db.models import Generation, GenerationReference, Image
+from banatie_local.db.models import (
+    FlowCount,
+    Generation,
+    GenerationReference,
+    Image,
+    ProjectCount,
+)
 from banatie_local.errors import NotFoundError, ValidationError
 from banatie_local.providers import ImageProvider, ProviderError, ReferenceImage
-from banatie_local.providers.base import GeneratedImage
+from banatie_local.providers.base import GeneratedImage, measure
 from banatie_local.services.aliases import AliasService, Reference, check_alias
 from banatie_local.services.cascade import Cascade
 from banatie_local.services.context import Context
 from banatie_local.services.flows import ABSENT, FlowService, choose_flow
+from banatie_local.services.imagefile import sniff
 from banatie_local.services.validation import is_uuid, new_id
 from banatie_local.storage import Storage, StorageError, image_key
 
@@ -428,24 +435,66 @@ class GenerationService:
             query = query.where(Generation.flow_id == filters.flow_id)
         if filters.status is not None:
             query = query.where(Generation.status == filters.status)
-        total = query.count()
+        total = self._total(ctx.project_id, filters, query)
         rows = list(query.order_by(Generation.created_at.desc()).limit(limit).offset(offset))
         return rows, total
 
+    @staticmethod
+    def _total(project_id: str, filters: GenerationFilters, query: Any) -> int:
+        """The count ``list_page`` reports, from the trigger-kept counts where one
+        answers the filters; else counted over the flow's index range."""
+        if filters.flow_id is None:
+            statuses = STATUSES if filters.status is None else (filters.status,)
+            return ProjectCount.total(project_id, [f"generations/{s}" for s in statuses])
+        if filters.status is None:
+            counts = FlowCount.of(project_id, filters.flow_id)
+            if counts is not None:
+                return int(counts.generations)
+        count: int = query.count()
+        return count
+
     # -------------------------------------------------------------- lifecycle
 
-    def recover_interrupted(self) -> int:
-        """Mark generations a previous process left pending/processing as failed."""
-        count: int = (
-            Generation.update(
-                status="failed", error_message=INTERRUPTED, updated_at=self.clock.now_us()
+    async def recover_interrupted(self) -> int:
+        """Mark generations a previous process left pending/processing as failed, and
+        bring their output images' rows back in line with the stored files (a crash
+        between rewriting a file in place and updating its row)."""
+        stuck = list(
+            Generation.select(Generation.id, Generation.output_image_id).where(
+                Generation.status.in_(("pending", "processing"))
             )
-            .where(Generation.status.in_(("pending", "processing")))
-            .execute()
         )
-        if count:
-            log.warning("marked %d interrupted generation(s) as failed", count)
-        return count
+        if not stuck:
+            return 0
+        Generation.update(
+            status="failed", error_message=INTERRUPTED, updated_at=self.clock.now_us()
+        ).where(Generation.id.in_([g.id for g in stuck])).execute()
+        log.warning("marked %d interrupted generation(s) as failed", len(stuck))
+        for generation in stuck:
+            if generation.output_image_id:
+                await self._reconcile_image(generation.output_image_id)
+        return len(stuck)
+
+    async def _reconcile_image(self, image_id: str) -> None:
+        image = Image.get_or_none(Image.id == image_id)
+        if image is None:
+            return
+        try:
+            data = await self.storage.get(image.storage_key)
+            width, height = measure(data)
+        except FileNotFoundError:
+            return  # purge orphans reports a row without a file
+        except Exception:  # unreadable bytes: leave the row, the log says why
+            log.exception("could not check image %s after an interrupted rewrite", image_id)
+            return
+        file_hash = hashlib.sha256(data).hexdigest()
+        if file_hash != image.file_hash:
+            Image.update(
+                file_hash=file_hash, file_size=len(data), width=width, height=height,
+                mime_type=sniff(data) or image.mime_type, updated_at=self.clock.now_us(),
+            ).where(Image.id == image_id).execute()  # fmt: skip
+            self.cascade.cache.evict_image(image_id)
+            log.warning("image %s row updated to match its rewritten file", image_id)
 
     async def shutdown(self) -> None:
         """Cancel background generations; each records itself as interrupted."""

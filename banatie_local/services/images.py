@@ -12,7 +12,7 @@ from peewee import SqliteDatabase
 
 from banatie_local.clock import Clock, iso
 from banatie_local.config import Settings
-from banatie_local.db.models import Image
+from banatie_local.db.models import FlowCount, Image, ProjectCount
 from banatie_local.errors import NotFoundError, PayloadTooLargeError, ValidationError
 from banatie_local.services.aliases import AliasService, check_alias
 from banatie_local.services.cascade import Cascade
@@ -129,9 +129,25 @@ class ImageService:
             query = query.where(Image.source == filters.source)
         if filters.alias is not None:
             query = query.where(Image.alias_name == filters.alias)
-        total = query.count()
+        total = self._total(ctx.project_id, filters, query)
         rows = list(query.order_by(Image.created_at.desc()).limit(limit).offset(offset))
         return rows, total
+
+    @staticmethod
+    def _total(project_id: str, filters: ImageFilters, query: Any) -> int:
+        """The count ``list_page`` reports, from the trigger-kept counts where one
+        answers the filters; else counted over an index range that the filters bound
+        (one alias: at most one row; a flow's images)."""
+        if filters.alias is None:
+            if filters.flow_id is None:
+                sources = SOURCES if filters.source is None else (filters.source,)
+                return ProjectCount.total(project_id, [f"images/{s}" for s in sources])
+            if filters.source is None:
+                counts = FlowCount.of(project_id, filters.flow_id)
+                if counts is not None:
+                    return int(counts.images)
+        count: int = query.count()
+        return count
 
     # ----------------------------------------------------------------- writes
 

@@ -370,7 +370,19 @@ class LiveService:
         return Context(ref.organization, ref.project)
 
     def _scope_for_miss(self, ctx: Context, slug: str) -> LiveScope:
-        scope = self.scopes.get_or_create_for_live(ctx.project, slug)
+        project = ctx.project
+        if (
+            project.allow_new_live_scopes
+            and project.new_live_scopes_generation_limit <= 0
+            and self.scopes.find(project.id, slug) is None
+        ):
+            # A new scope could not hold a single generation: refuse without creating
+            # it, so refused requests cannot add scope rows without bound.
+            raise RateLimitError(
+                f"scope {slug} would reach its limit of 0 generations.",
+                "SCOPE_GENERATION_LIMIT_EXCEEDED",
+            )
+        scope = self.scopes.get_or_create_for_live(project, slug)
         if scope is None:
             raise ForbiddenError(
                 f"scope {slug} does not exist and this project does not allow new scopes.",

@@ -6,10 +6,17 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from peewee import SqliteDatabase, fn
+from peewee import JOIN, SQL, SqliteDatabase, fn
 
 from banatie_local.clock import Clock, iso
-from banatie_local.db.models import Image, LiveCacheEntry, LiveScope, Project
+from banatie_local.db.models import (
+    Image,
+    LiveCacheEntry,
+    LiveScope,
+    Project,
+    ProjectCount,
+    ScopeCount,
+)
 from banatie_local.errors import ConflictError, NotFoundError, ValidationError
 from banatie_local.services.cascade import Cascade
 from banatie_local.services.validation import new_id
@@ -116,14 +123,23 @@ class ScopeService:
     # ---------------------------------------------------------------- reading
 
     def _counted(self) -> Any:
-        count = LiveCacheEntry.select(fn.COUNT(LiveCacheEntry.id)).where(
+        """Scopes with their entry count, read from ``scope_counts`` (kept by triggers;
+        counted over the scope's index range should a row ever lack its count), and
+        their newest entry's time (the index's last entry)."""
+        count = LiveCacheEntry.select(fn.COUNT(SQL("*"))).where(
             LiveCacheEntry.scope_id == LiveScope.id
         )
         last = LiveCacheEntry.select(fn.MAX(LiveCacheEntry.created_at)).where(
             LiveCacheEntry.scope_id == LiveScope.id
         )
-        return LiveScope.select(
-            LiveScope, count.alias("current_generations"), last.alias("last_generated_at")
+        return (
+            LiveScope.select(
+                LiveScope,
+                fn.COALESCE(ScopeCount.entries, count).alias("current_generations"),
+                last.alias("last_generated_at"),
+            )
+            .join(ScopeCount, JOIN.LEFT_OUTER, on=(ScopeCount.scope_id == LiveScope.id))
+            .objects()
         )
 
     def view(self, scope: LiveScope) -> ScopeView:
@@ -133,22 +149,27 @@ class ScopeService:
     def list_page(self, project_id: str, limit: int, offset: int) -> tuple[list[ScopeView], int]:
         """Scopes newest first with their counts, in two queries."""
         base = self._counted().where(LiveScope.project_id == project_id)
-        total = LiveScope.select().where(LiveScope.project_id == project_id).count()
+        total = ProjectCount.total(project_id, ["scopes"])
         rows = base.order_by(LiveScope.created_at.desc()).limit(limit).offset(offset)
         return [ScopeView(r, int(r.current_generations), r.last_generated_at) for r in rows], total
 
     def current_generations(self, scope: LiveScope) -> int:
+        """The scope's cache entries (``scope_counts``, kept by triggers)."""
+        counted = ScopeCount.of(scope.id)
+        if counted is not None:
+            return counted
         count: int = LiveCacheEntry.select().where(LiveCacheEntry.scope_id == scope.id).count()
         return count
 
     def images(self, scope: LiveScope, limit: int, offset: int) -> tuple[list[Image], int]:
-        """The scope's live images, newest first."""
+        """The scope's live images, newest first. Every entry has its image (a foreign
+        key that cascades), so the total is the scope's entry count."""
         query = (
             Image.select()
             .join(LiveCacheEntry, on=LiveCacheEntry.image_id == Image.id)
             .where(LiveCacheEntry.scope_id == scope.id)
         )
-        total = query.count()
+        total = self.current_generations(scope)
         rows = list(query.order_by(LiveCacheEntry.created_at.desc()).limit(limit).offset(offset))
         return rows, total
 
