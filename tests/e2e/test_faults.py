@@ -795,7 +795,10 @@ class Trickle:
         return time.monotonic() - self.started
 
     def readable(self, timeout: float) -> bool:
-        return bool(select.select([self.sock], [], [], timeout)[0])
+        # poll, not select: a long test session can hold descriptors above 1024
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
 
     def read_response(self, timeout: float) -> tuple[bytes, bytes]:
         """One HTTP response (head, body), sized by its Content-Length."""
