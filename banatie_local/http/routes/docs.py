@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from functools import cache
 from importlib import resources
 
@@ -19,7 +20,12 @@ _ASSETS = {
 
 @cache
 def _static(name: str) -> bytes:
-    return (resources.files("banatie_local.http") / "static" / name).read_bytes()
+    """A packaged file; the vendored Swagger UI assets are stored gzip-compressed."""
+    folder = resources.files("banatie_local.http") / "static"
+    packed = folder / f"{name}.gz"
+    if packed.is_file():
+        return gzip.decompress(packed.read_bytes())
+    return (folder / name).read_bytes()
 
 
 async def openapi_document(request: Request) -> HTTPResponse:
