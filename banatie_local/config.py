@@ -66,6 +66,10 @@ class ServerSettings:
         maximum=3600,
     )
     access_log: bool = setting(False, "Log one line per request")
+    workers: int = setting(
+        1, "Worker processes serving one port; they share limits and caches through the database",
+        minimum=1, maximum=64,
+    )
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,19 @@ class CdnSettings:
 
 
 @dataclass(frozen=True)
+class DatabaseSettings:
+    busy_timeout_ms: int = setting(
+        5000,
+        "How long a write waits for another process's lock before answering 503 DATABASE_BUSY",
+        minimum=10,
+        maximum=600_000,
+    )
+    read_threads: int = setting(
+        3, "Threads that run database reads beside the one writer thread", minimum=1, maximum=64
+    )
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = setting("info", "Log level", choices=("debug", "info", "warning", "error"))
 
@@ -135,6 +152,7 @@ SECTIONS: dict[str, type] = {
     "limits": LimitsSettings,
     "live": LiveSettings,
     "cdn": CdnSettings,
+    "database": DatabaseSettings,
     "log": LogSettings,
 }
 
@@ -151,6 +169,7 @@ class Settings:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
     cdn: CdnSettings = field(default_factory=CdnSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     @property

@@ -80,3 +80,15 @@ class GenerationFailedError(ApiError):
 class StorageUnavailableError(ApiError):
     status = 503
     default_code = "STORAGE_UNAVAILABLE"
+
+
+class DatabaseBusyError(ApiError):
+    """The database stayed locked (by another process) past ``database.busy_timeout_ms``."""
+
+    status = 503
+    default_code = "DATABASE_BUSY"
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__(
+            "the database is busy; retry shortly.", headers={"Retry-After": str(retry_after)}
+        )

@@ -261,7 +261,7 @@ class Seeder:
         self.files.append((image[4], data))
 
     def write(self) -> None:
-        db = self.services.db
+        db = self.services.db.raw
         conn = db.connection()
         with db.atomic():
             # generations <-> images point at each other: check the keys at commit

@@ -12,6 +12,7 @@ import pytest
 from sanic import Sanic
 
 from banatie_local.config import Settings
+from banatie_local.db.connection import AppSqliteDatabase
 from banatie_local.http import create_app
 from banatie_local.providers import ImageProvider
 from banatie_local.services.container import Services, initialize, open_services
@@ -20,6 +21,9 @@ from tests.helpers import LiveServer, make_settings
 
 # Sanic's own test mode: many apps per process, each optimised (TouchUp) afresh.
 Sanic.test_mode = True
+# Any query run on a thread that runs an event loop fails the test that caused it:
+# the server must reach the database only through its boundary (db/boundary.py).
+AppSqliteDatabase.guard_loop = True
 
 
 @dataclass

@@ -106,3 +106,17 @@ def sqlite(path: Path) -> Iterator[sqlite3.Connection]:
         yield conn
     finally:
         conn.close()
+
+
+def eventually(check: Any, timeout: float = 3.0, interval: float = 0.05) -> Any:
+    """Call ``check`` until it returns a truthy value (then return it) or ``timeout``
+    passes (then return its last value): for what another process changes and this
+    one sees within the change feed's poll interval."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)

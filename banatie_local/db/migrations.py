@@ -348,10 +348,74 @@ _COUNTS: Final = [
         ON generations (project_id, flow_id, status, created_at)""",
 ]
 
+# State that several worker processes (or instances) must agree on (SCALE.md §2).
+_SHARED_STATE: Final = [
+    # a sliding log per limit bucket ("key:<id>", "ip:<address>"): admitting a request
+    # counts the bucket's events inside the window in the same write that adds one
+    """CREATE TABLE rate_events (
+        bucket TEXT NOT NULL,
+        at INTEGER NOT NULL)""",
+    "CREATE INDEX rate_events_bucket_at ON rate_events (bucket, at)",
+    # single flight of a live-URL miss across processes: the first to insert the cache
+    # key generates; a claim whose holder died expires and is taken over
+    """CREATE TABLE live_claims (
+        cache_key TEXT PRIMARY KEY,
+        scope_id TEXT NOT NULL REFERENCES live_scopes(id) ON DELETE CASCADE,
+        holder TEXT NOT NULL,
+        error TEXT,
+        expires_at INTEGER NOT NULL)""",
+    "CREATE INDEX live_claims_scope ON live_claims (scope_id)",
+    # what every process must drop from its memory caches; written by triggers, so a
+    # change made by any writer (another worker, the CLI) is seen by all
+    """CREATE TABLE change_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+            DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)))""",
+    """CREATE TRIGGER images_changes_delete AFTER DELETE ON images BEGIN
+        INSERT INTO change_log (kind, ref) VALUES ('image', OLD.id);
+    END""",
+    """CREATE TRIGGER images_changes_update
+    AFTER UPDATE OF file_hash, storage_key, alias, project_id, mime_type ON images
+    WHEN OLD.file_hash IS NOT NEW.file_hash OR OLD.storage_key IS NOT NEW.storage_key
+        OR OLD.alias IS NOT NEW.alias OR OLD.project_id IS NOT NEW.project_id
+        OR OLD.mime_type IS NOT NEW.mime_type
+    BEGIN
+        INSERT INTO change_log (kind, ref) VALUES ('image', OLD.id);
+    END""",
+    """CREATE TRIGGER live_cache_entries_changes_delete AFTER DELETE ON live_cache_entries
+    BEGIN
+        INSERT INTO change_log (kind, ref) VALUES ('live', OLD.cache_key);
+    END""",
+    """CREATE TRIGGER live_cache_entries_changes_update
+    AFTER UPDATE OF image_id, cache_key ON live_cache_entries
+    WHEN OLD.image_id IS NOT NEW.image_id OR OLD.cache_key IS NOT NEW.cache_key
+    BEGIN
+        INSERT INTO change_log (kind, ref) VALUES ('live', OLD.cache_key);
+    END""",
+    """CREATE TRIGGER api_keys_changes_update AFTER UPDATE OF is_active, expires_at ON api_keys
+    BEGIN
+        INSERT INTO change_log (kind, ref) VALUES ('key', OLD.id);
+    END""",
+    """CREATE TRIGGER api_keys_changes_delete AFTER DELETE ON api_keys BEGIN
+        INSERT INTO change_log (kind, ref) VALUES ('key', OLD.id);
+    END""",
+    """CREATE TRIGGER projects_changes_update AFTER UPDATE ON projects BEGIN
+        INSERT INTO change_log (kind, ref) VALUES ('project', OLD.id);
+    END""",
+    # async and sync generations carry a lease; an expired one is failed exactly once
+    "ALTER TABLE generations ADD COLUMN lease_owner TEXT",
+    "ALTER TABLE generations ADD COLUMN lease_expires_at INTEGER",
+    """CREATE INDEX generations_unfinished ON generations (lease_expires_at)
+        WHERE status IN ('pending', 'processing')""",
+]
+
 MIGRATIONS: Final[list[tuple[int, str, list[str]]]] = [
     (1, "initial schema", _INITIAL),
     (2, "flow id indexes", _FLOW_ID_INDEXES),
     (3, "counts kept by triggers; flow images by time", _COUNTS),
+    (4, "shared state: rate events, live claims, change log, generation leases", _SHARED_STATE),
 ]
 
 LATEST_VERSION: Final = MIGRATIONS[-1][0]

@@ -126,6 +126,8 @@ class Generation(BaseModel):
     retry_count = IntegerField(default=0)
     error_message = TextField(null=True)
     meta = JSONField(default=dict)
+    lease_owner = TextField(null=True)  # the process running it (``owner_id``)
+    lease_expires_at = BigIntegerField(null=True)  # renewed while it runs
     created_at = BigIntegerField()
     updated_at = BigIntegerField()
 

@@ -188,20 +188,22 @@ def create_app(settings: Settings, services: Services | None = None) -> Sanic[An
         await services.generations.recover_interrupted()
 
     @app.after_server_start
-    async def _start_flusher(app: Sanic[Any, Any]) -> None:
-        # Our own task, not app.add_task: we stop it ourselves before the final flush.
-        app.ctx.flusher = asyncio.get_running_loop().create_task(
-            app.ctx.services.live.run_flusher()
+    async def _start_housekeeping(app: Sanic[Any, Any]) -> None:
+        # Our own task, not app.add_task: we stop it ourselves before the last round.
+        app.ctx.housekeeper = asyncio.get_running_loop().create_task(
+            app.ctx.services.housekeeper.run()
         )
 
     @app.before_server_stop
     async def _stop_work(app: Sanic[Any, Any]) -> None:
-        flusher = getattr(app.ctx, "flusher", None)
-        if flusher is not None:
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
-        await app.ctx.services.live.shutdown()
-        await app.ctx.services.generations.shutdown()
+        services: Services = app.ctx.services
+        housekeeper = getattr(app.ctx, "housekeeper", None)
+        if housekeeper is not None:
+            housekeeper.cancel()
+            await asyncio.gather(housekeeper, return_exceptions=True)
+        await services.live.shutdown()
+        await services.generations.shutdown()
+        await services.housekeeper.round()
 
     @app.after_server_stop
     async def _close(app: Sanic[Any, Any]) -> None:

@@ -66,9 +66,10 @@ SCHEMAS: Final[JSON] = {
             "uptimeSeconds": {"type": "number"},
             "provider": STR,
             "storage": STR,
+            "workers": {"type": "integer", "minimum": 1},
             "checks": obj({"database": STR, "storage": STR}, ["database", "storage"]),
         },
-        ["status", "version", "uptimeSeconds", "provider", "storage"],
+        ["status", "version", "uptimeSeconds", "provider", "storage", "workers"],
     ),
     "Info": obj(
         {
@@ -424,6 +425,8 @@ def _responses(op: Op, access: str) -> JSON:
             }
     error = {"content": {"application/json": {"schema": ref("Error")}}}
     codes = set(op.errors) | ({405, 413} if access != "public" or op.body else set())
+    if access != "public" or op.image or op.body:
+        codes.add(503)  # the database busy past database.busy_timeout_ms (DATABASE_BUSY)
     for status in sorted(codes):
         responses[str(status)] = {"description": f"error {status}", **error}
     return responses

@@ -10,10 +10,9 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from peewee import SqliteDatabase
-
 from banatie_local.clock import Clock
 from banatie_local.constants import MAX_REFERENCE_IMAGES
+from banatie_local.db.boundary import Database
 from banatie_local.db.models import Flow, FlowAlias, Image
 from banatie_local.errors import ApiError, NotFoundError, ValidationError
 from banatie_local.services.validation import is_uuid
@@ -54,7 +53,7 @@ class Reference:
 
 
 class AliasService:
-    def __init__(self, db: SqliteDatabase, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
 

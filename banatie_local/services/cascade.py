@@ -13,7 +13,7 @@ One module decides what goes and what stays:
   images they hold, except images with a project alias; the generations that made
   them stay as history (their ``outputImageId`` is nulled).
 
-Each delete runs in one database transaction. Files are removed only after the
+Each delete runs in one database transaction, on the writer thread. Files are removed only after the
 commit: a crash in between leaves a file without a row (``purge orphans`` finds it),
 never a row without a file. A file that will not go is recorded in ``orphan_files``
 and logged, and the delete still succeeds.
@@ -24,9 +24,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from peewee import SqliteDatabase
-
 from banatie_local.clock import Clock
+from banatie_local.db.boundary import Database
 from banatie_local.db.models import Flow, Generation, Image, LiveCacheEntry, LiveScope, OrphanFile
 from banatie_local.services.imagecache import ImageCache
 from banatie_local.storage import Storage
@@ -36,7 +35,7 @@ log = logging.getLogger(__name__)
 
 class Cascade:
     def __init__(
-        self, db: SqliteDatabase, clock: Clock, storage: Storage, cache: ImageCache
+        self, db: Database, clock: Clock, storage: Storage, cache: ImageCache
     ) -> None:
         self.db = db
         self.clock = clock
@@ -103,37 +102,35 @@ class Cascade:
                 await self.storage.delete(key)
             except Exception as exc:  # the row is gone; keep the key for purge
                 log.error("could not remove %s after deleting its row: %s", key, exc)
-                OrphanFile.insert(
-                    storage_key=key, error=str(exc)[:500], created_at=self.clock.now_us()
-                ).on_conflict_replace().execute()
+                await self.db.write(self._record_orphan, key, str(exc)[:500])
+
+    def _record_orphan(self, key: str, error: str) -> None:
+        OrphanFile.insert(
+            storage_key=key, error=error, created_at=self.clock.now_us()
+        ).on_conflict_replace().execute()
 
     # ---------------------------------------------------------------- whole deletes
 
     async def delete_images(self, images: list[Image]) -> None:
-        with self.db.atomic():
-            keys = self.delete_image_rows(images)
-        await self.remove_files(keys)
+        await self.remove_files(await self.db.write(self.delete_image_rows, images))
 
     async def delete_generation(self, generation: Generation) -> None:
-        with self.db.atomic():
-            keys = self.delete_generation_rows([generation])
-        await self.remove_files(keys)
+        await self.remove_files(await self.db.write(self.delete_generation_rows, [generation]))
 
     async def delete_live_entries(self, entries: list[LiveCacheEntry]) -> None:
-        with self.db.atomic():
-            keys = self.delete_live_entry_rows(entries)
-        await self.remove_files(keys)
+        await self.remove_files(await self.db.write(self.delete_live_entry_rows, entries))
 
     async def delete_scope(self, scope: LiveScope) -> list[str]:
         """Delete a scope with its entries and unaliased images; return its cache keys."""
-        with self.db.atomic():
-            entries = list(LiveCacheEntry.select().where(LiveCacheEntry.scope_id == scope.id))
-            keys = self.delete_live_entry_rows(entries)
-            LiveScope.delete().where(LiveScope.id == scope.id).execute()
+        keys, cache_keys = await self.db.write(self._delete_scope_rows, scope)
         await self.remove_files(keys)
-        return [e.cache_key for e in entries]
+        return cache_keys
+
+    def _delete_scope_rows(self, scope: LiveScope) -> tuple[list[str], list[str]]:
+        entries = list(LiveCacheEntry.select().where(LiveCacheEntry.scope_id == scope.id))
+        keys = self.delete_live_entry_rows(entries)
+        LiveScope.delete().where(LiveScope.id == scope.id).execute()
+        return keys, [e.cache_key for e in entries]
 
     async def delete_flow(self, flow: Flow) -> None:
-        with self.db.atomic():
-            keys = self.delete_flow_rows(flow)
-        await self.remove_files(keys)
+        await self.remove_files(await self.db.write(self.delete_flow_rows, flow))

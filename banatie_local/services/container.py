@@ -5,23 +5,24 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from peewee import SqliteDatabase
-
 from banatie_local.clock import Clock
 from banatie_local.config import ConfigError, Settings
+from banatie_local.db.boundary import Database
 from banatie_local.db.connection import open_database
 from banatie_local.providers import ImageProvider, create_provider
 from banatie_local.services.aliases import AliasService
 from banatie_local.services.cascade import Cascade
 from banatie_local.services.flows import FlowService
 from banatie_local.services.generations import GenerationService
+from banatie_local.services.housekeeping import ChangeFeed, Housekeeper
 from banatie_local.services.imagecache import ImageCache
 from banatie_local.services.images import ImageService
 from banatie_local.services.keys import KeyService
 from banatie_local.services.live import HitCounter, LiveService
 from banatie_local.services.maintenance import Maintenance
+from banatie_local.services.owner import owner_id
 from banatie_local.services.projects import DEFAULT_SLUG, ProjectService
-from banatie_local.services.ratelimit import SlidingWindowLimiter
+from banatie_local.services.ratelimit import SharedLimiter
 from banatie_local.services.scopes import ScopeService
 from banatie_local.storage import Storage, create_storage
 
@@ -30,11 +31,11 @@ from banatie_local.storage import Storage, create_storage
 class Services:
     settings: Settings
     clock: Clock
-    db: SqliteDatabase
+    db: Database
     storage: Storage
     projects: ProjectService
     keys: KeyService
-    key_limiter: SlidingWindowLimiter
+    key_limiter: SharedLimiter
     image_cache: ImageCache
     aliases: AliasService
     flows: FlowService
@@ -44,6 +45,8 @@ class Services:
     scopes: ScopeService
     live: LiveService
     maintenance: Maintenance
+    housekeeper: Housekeeper
+    owner: str
     started_at: float = field(default_factory=time.monotonic)
 
     def close(self) -> None:
@@ -61,14 +64,21 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
         raise ConfigError(
             f"the data directory {settings.data_dir} cannot be created: {exc.strerror or exc}."
         ) from exc
-    db = open_database(settings.database_path, clock)
+    busy_ms = settings.database.busy_timeout_ms
+    raw = open_database(settings.database_path, clock, busy_ms)
+    db = Database(raw, busy_ms, settings.database.read_threads)
+    owner = owner_id()
     projects = ProjectService(db, clock)
+    keys = KeyService(db, clock, projects)
+    limiter = SharedLimiter(db)
     cache = ImageCache(settings.live.memory_cache_mb * 1024 * 1024)
     aliases = AliasService(db, clock)
     cascade = Cascade(db, clock, storage, cache)
     flows = FlowService(db, clock, aliases, cascade)
     provider = provider or create_provider(settings)
-    generations = GenerationService(db, clock, settings, storage, aliases, flows, cascade, provider)
+    generations = GenerationService(
+        db, clock, settings, storage, aliases, flows, cascade, provider, owner=owner
+    )
     scopes = ScopeService(db, clock, cascade)
     live = LiveService(
         db=db,
@@ -79,17 +89,19 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
         projects=projects,
         scopes=scopes,
         generations=generations,
-        ip_limiter=SlidingWindowLimiter(settings.live.new_generations_per_ip_per_hour),
+        limiter=limiter,
         counter=HitCounter(db, clock),
+        owner=owner,
     )
+    feed = ChangeFeed(db, cache, keys, live)
     return Services(
         settings=settings,
         clock=clock,
         db=db,
         storage=storage,
         projects=projects,
-        keys=KeyService(db, clock, projects),
-        key_limiter=SlidingWindowLimiter(settings.limits.requests_per_hour),
+        keys=keys,
+        key_limiter=limiter,
         image_cache=cache,
         aliases=aliases,
         flows=flows,
@@ -99,6 +111,10 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
         scopes=scopes,
         live=live,
         maintenance=Maintenance(db, storage, cascade),
+        housekeeper=Housekeeper(
+            db, clock, settings.live.hit_flush_seconds, feed, live, generations, limiter
+        ),
+        owner=owner,
     )
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from peewee import JOIN, SQL, SqliteDatabase, fn
+from peewee import JOIN, SQL, fn
 
 from banatie_local.clock import Clock, iso
+from banatie_local.db.boundary import Database
 from banatie_local.db.models import Flow, FlowAlias, FlowCount, Generation, Image, ProjectCount
 from banatie_local.errors import NotFoundError, ValidationError
 from banatie_local.services.aliases import AliasService, alias_not_found, check_alias
@@ -64,7 +65,7 @@ class FlowView:
 
 class FlowService:
     def __init__(
-        self, db: SqliteDatabase, clock: Clock, aliases: AliasService, cascade: Cascade
+        self, db: Database, clock: Clock, aliases: AliasService, cascade: Cascade
     ) -> None:
         self.db = db
         self.clock = clock

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from peewee import SqliteDatabase
-
 from banatie_local.clock import Clock, iso
 from banatie_local.config import Settings
 from banatie_local.constants import (
@@ -28,6 +26,7 @@ from banatie_local.constants import (
     MAX_PROMPT_LENGTH,
     TEMPLATES,
 )
+from banatie_local.db.boundary import Database
 from banatie_local.db.models import (
     FlowCount,
     Generation,
@@ -41,8 +40,9 @@ from banatie_local.providers.base import GeneratedImage, measure
 from banatie_local.services.aliases import AliasService, Reference, check_alias
 from banatie_local.services.cascade import Cascade
 from banatie_local.services.context import Context
-from banatie_local.services.flows import ABSENT, FlowService, choose_flow
+from banatie_local.services.flows import ABSENT, FlowChoice, FlowService, choose_flow
 from banatie_local.services.imagefile import sniff
+from banatie_local.services.owner import owner_alive, owner_id
 from banatie_local.services.validation import is_uuid, new_id
 from banatie_local.storage import Storage, StorageError, image_key
 
@@ -53,6 +53,10 @@ SYSTEM_META: Final = ("provider", "model", "enhancementError")
 MAX_EXPLICIT_REFERENCES: Final = 20
 MAX_ENHANCED_LENGTH: Final = 10_000
 INTERRUPTED: Final = "interrupted: the server stopped before this generation finished."
+# A running generation's lease is renewed by its process every few seconds
+# (``renew_leases``); one that lapses means the process died, and any process then
+# marks the generation failed, exactly once (``recover_interrupted``).
+LEASE_US: Final = 30_000_000
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ class GenerationFilters:
 
 @dataclass
 class GenerationService:
-    db: SqliteDatabase
+    db: Database
     clock: Clock
     settings: Settings
     storage: Storage
@@ -114,7 +118,9 @@ class GenerationService:
     flows: FlowService
     cascade: Cascade
     provider: ImageProvider
+    owner: str = field(default_factory=owner_id)  # this process, as lease holder
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _running: set[str] = field(default_factory=set, init=False)
     # The meta a first output image gets, by generation, while its run is pending.
     _image_meta: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
 
@@ -140,36 +146,49 @@ class GenerationService:
         choice = choose_flow(request.flow_id, flow_alias)
         # Only a flow the caller named is a context; a newly announced one is empty.
         context = choice.flow_id if request.flow_id is not ABSENT else None
-        references = self.aliases.references(
-            ctx.project_id, request.reference_images, prompt, context
-        )
-        with self.db.atomic():
-            self.flows.apply(ctx.project_id, choice)
-            now = self.clock.now_us()
-            generation = Generation.create(
-                id=new_id(),
-                project_id=ctx.project_id,
-                flow_id=choice.flow_id,
-                api_key_id=ctx.api_key.id if ctx.api_key else None,
-                prompt=prompt,
-                original_prompt=None,
-                user_prompt=prompt,
-                auto_enhance=request.auto_enhance,
-                enhancement_template=template,
-                aspect_ratio=ratio,
-                status="pending",
-                output_image_id=request.output_image_id,
-                output_alias=alias,
-                output_flow_alias=flow_alias,
-                meta=request.meta or {},
-                created_at=now,
-                updated_at=now,
-            )
-            self._save_references(generation.id, references)
+        values = {
+            "prompt": prompt, "aspect_ratio": ratio, "enhancement_template": template,
+            "output_alias": alias, "output_flow_alias": flow_alias,
+        }  # fmt: skip
+        generation_id = await self.db.write(self._record, ctx, request, values, choice, context)
         if request.image_meta:
-            self._image_meta[generation.id] = request.image_meta
-        await self._dispatch(ctx, generation.id, wait)
-        return self.get_by_id(generation.id)
+            self._image_meta[generation_id] = request.image_meta
+        await self._dispatch(ctx, generation_id, wait)
+        return await self.db.read(self.get_by_id, generation_id)
+
+    def _record(
+        self,
+        ctx: Context,
+        request: GenerationRequest,
+        values: dict[str, Any],
+        choice: FlowChoice,
+        context: str | None,
+    ) -> str:
+        """The pending row with its references (inside a write)."""
+        references = self.aliases.references(
+            ctx.project_id, request.reference_images, values["prompt"], context
+        )
+        self.flows.apply(ctx.project_id, choice)
+        now = self.clock.now_us()
+        generation = Generation.create(
+            id=new_id(),
+            project_id=ctx.project_id,
+            flow_id=choice.flow_id,
+            api_key_id=ctx.api_key.id if ctx.api_key else None,
+            original_prompt=None,
+            user_prompt=values["prompt"],
+            auto_enhance=request.auto_enhance,
+            status="pending",
+            output_image_id=request.output_image_id,
+            meta=request.meta or {},
+            lease_owner=self.owner,
+            lease_expires_at=now + LEASE_US,
+            created_at=now,
+            updated_at=now,
+            **values,
+        )
+        self._save_references(generation.id, references)
+        return str(generation.id)
 
     def _save_references(self, generation_id: str, references: list[Reference]) -> None:
         for position, ref in enumerate(references):
@@ -193,14 +212,26 @@ class GenerationService:
     async def run(self, ctx: Context, generation_id: str) -> None:
         """Take a generation from pending to success or failed. Never raises for a
         provider failure; a storage failure is recorded and then re-raised."""
+        self._running.add(generation_id)
         try:
             await self._run(ctx, generation_id)
         finally:
+            self._running.discard(generation_id)
             self._image_meta.pop(generation_id, None)
 
+    def _start(self, generation_id: str) -> Generation:
+        generation: Generation = Generation.get_by_id(generation_id)
+        self._set(
+            generation,
+            status="processing",
+            error_message=None,
+            lease_owner=self.owner,
+            lease_expires_at=self.clock.now_us() + LEASE_US,
+        )
+        return generation
+
     async def _run(self, ctx: Context, generation_id: str) -> None:
-        generation = Generation.get_by_id(generation_id)
-        self._set(generation, status="processing", error_message=None)
+        generation = await self.db.write(self._start, generation_id)
         started = time.perf_counter()
         meta = {k: v for k, v in generation.meta.items() if k not in SYSTEM_META}
         meta["provider"] = self.provider.name
@@ -213,19 +244,23 @@ class GenerationService:
             meta["model"] = result.model
             image_id = await self._store(ctx, generation, result)
         except ProviderError as exc:
-            self._finish(generation, started, meta, "failed", error=exc.message)
+            await self._finish(generation, started, meta, "failed", error=exc.message)
             return
         except StorageError as exc:
-            self._finish(generation, started, meta, "failed", error=f"storage failed: {exc}")
+            await self._finish(
+                generation, started, meta, "failed", error=f"storage failed: {exc}"
+            )
             raise
         except asyncio.CancelledError:
-            self._finish(generation, started, meta, "failed", error=INTERRUPTED)
+            await self._finish(generation, started, meta, "failed", error=INTERRUPTED)
             raise
         except Exception:
             log.exception("generation %s failed unexpectedly", generation_id)
-            self._finish(generation, started, meta, "failed", error="internal error; see the log.")
+            await self._finish(
+                generation, started, meta, "failed", error="internal error; see the log."
+            )
             return
-        self._finish(
+        await self._finish(
             generation,
             started,
             meta,
@@ -250,12 +285,7 @@ class GenerationService:
         return enhanced, text, None
 
     async def _reference_bytes(self, generation_id: str) -> list[ReferenceImage]:
-        rows = (
-            Image.select(Image.storage_key, Image.mime_type)
-            .join(GenerationReference, on=GenerationReference.image_id == Image.id)
-            .where(GenerationReference.generation_id == generation_id)
-            .order_by(GenerationReference.position)
-        )
+        rows = await self.db.read(_reference_rows, generation_id)
         found = []
         for row in rows:
             try:
@@ -275,43 +305,46 @@ class GenerationService:
             "height": result.height,
         }
         existing = (
-            Image.get_or_none(Image.id == generation.output_image_id)
+            await self.db.read(Image.get_or_none, Image.id == generation.output_image_id)
             if generation.output_image_id
             else None
         )
         if existing is not None:
             await self.storage.put(existing.storage_key, result.data, result.mime_type)
-            Image.update(**facts, updated_at=self.clock.now_us()).where(
-                Image.id == existing.id
-            ).execute()
-            self.cascade.cache.evict_image(existing.id)
+            await self.db.write(self._rewrite_image, existing.id, facts)
             return str(existing.id)
         image_id = new_id()
         key = image_key(ctx.organization.slug, ctx.project.slug, image_id)
         await self.storage.put(key, result.data, result.mime_type)
         try:
-            with self.db.atomic():
-                now = self.clock.now_us()
-                image = Image.create(
-                    id=image_id,
-                    project_id=generation.project_id,
-                    flow_id=generation.flow_id,
-                    generation_id=generation.id,
-                    storage_key=key,
-                    source="generated",
-                    meta=self._image_meta.get(generation.id, {}),
-                    created_at=now,
-                    updated_at=now,
-                    **facts,
-                )
-                Generation.update(output_image_id=image_id).where(
-                    Generation.id == generation.id
-                ).execute()
-                self._output_aliases(generation, image)
+            await self.db.write(self._insert_output, generation, image_id, key, facts)
         except BaseException:
             await self.cascade.remove_files([key])
             raise
         return image_id
+
+    def _rewrite_image(self, image_id: str, facts: dict[str, Any]) -> None:
+        Image.update(**facts, updated_at=self.clock.now_us()).where(Image.id == image_id).execute()
+        self.cascade.cache.evict_image(image_id)
+
+    def _insert_output(
+        self, generation: Generation, image_id: str, key: str, facts: dict[str, Any]
+    ) -> None:
+        now = self.clock.now_us()
+        image = Image.create(
+            id=image_id,
+            project_id=generation.project_id,
+            flow_id=generation.flow_id,
+            generation_id=generation.id,
+            storage_key=key,
+            source="generated",
+            meta=self._image_meta.get(generation.id, {}),
+            created_at=now,
+            updated_at=now,
+            **facts,
+        )
+        Generation.update(output_image_id=image_id).where(Generation.id == generation.id).execute()
+        self._output_aliases(generation, image)
 
     def _output_aliases(self, generation: Generation, image: Image) -> None:
         if generation.output_alias:
@@ -327,7 +360,7 @@ class GenerationService:
         for name, value in values.items():
             setattr(generation, name, value)
 
-    def _finish(
+    async def _finish(
         self,
         generation: Generation,
         started: float,
@@ -336,7 +369,8 @@ class GenerationService:
         error: str | None = None,
         **values: Any,
     ) -> None:
-        self._set(
+        await self.db.write(
+            self._set,
             generation,
             status=status,
             error_message=error,
@@ -349,9 +383,11 @@ class GenerationService:
 
     async def regenerate(self, ctx: Context, generation: Generation) -> Generation:
         """Run again with the stored parameters, in place; ``retryCount`` + 1."""
-        self._set(generation, status="pending", retry_count=generation.retry_count + 1)
+        await self.db.write(
+            self._set, generation, status="pending", retry_count=generation.retry_count + 1
+        )
         await self.run(ctx, generation.id)
-        return self.get_by_id(generation.id)
+        return await self.db.read(self.get_by_id, generation.id)
 
     async def update(
         self,
@@ -372,18 +408,27 @@ class GenerationService:
             changes.get(k, getattr(generation, k)) != getattr(generation, k)
             for k in ("user_prompt", "aspect_ratio")
         )
-        with self.db.atomic():
-            if flow_id is not ABSENT:
-                changes["flow_id"] = self._move_to_flow(ctx, generation, flow_id)
-            if meta is not None:
-                system = {k: v for k, v in generation.meta.items() if k in SYSTEM_META}
-                changes["meta"] = {**meta, **system}
-            if changes:
-                self._set(generation, **changes)
+        await self.db.write(self._change, ctx, generation, changes, flow_id, meta)
         if rerun:
-            self._set(generation, status="pending")
+            await self.db.write(self._set, generation, status="pending")
             await self.run(ctx, generation.id)
-        return self.get_by_id(generation.id)
+        return await self.db.read(self.get_by_id, generation.id)
+
+    def _change(
+        self,
+        ctx: Context,
+        generation: Generation,
+        changes: dict[str, Any],
+        flow_id: Any,
+        meta: dict[str, Any] | None,
+    ) -> None:
+        if flow_id is not ABSENT:
+            changes["flow_id"] = self._move_to_flow(ctx, generation, flow_id)
+        if meta is not None:
+            system = {k: v for k, v in generation.meta.items() if k in SYSTEM_META}
+            changes["meta"] = {**meta, **system}
+        if changes:
+            self._set(generation, **changes)
 
     def _move_to_flow(self, ctx: Context, generation: Generation, flow_id: Any) -> str | None:
         """Detach (None) or attach (a UUID, creating the flow); the output image follows."""
@@ -456,27 +501,52 @@ class GenerationService:
     # -------------------------------------------------------------- lifecycle
 
     async def recover_interrupted(self) -> int:
-        """Mark generations a previous process left pending/processing as failed, and
-        bring their output images' rows back in line with the stored files (a crash
-        between rewriting a file in place and updating its row)."""
-        stuck = list(
-            Generation.select(Generation.id, Generation.output_image_id).where(
-                Generation.status.in_(("pending", "processing"))
-            )
-        )
+        """Mark as failed, exactly once, the unfinished generations whose process is
+        gone: a lapsed lease, or a holder on this host that no longer runs. Then bring
+        their output images' rows back in line with the stored files (a crash between
+        rewriting a file in place and updating its row)."""
+        stuck = await self.db.write(self._fail_abandoned)
         if not stuck:
             return 0
-        Generation.update(
-            status="failed", error_message=INTERRUPTED, updated_at=self.clock.now_us()
-        ).where(Generation.id.in_([g.id for g in stuck])).execute()
         log.warning("marked %d interrupted generation(s) as failed", len(stuck))
-        for generation in stuck:
-            if generation.output_image_id:
-                await self._reconcile_image(generation.output_image_id)
+        for _, image_id in stuck:
+            if image_id:
+                await self._reconcile_image(image_id)
         return len(stuck)
 
+    def _fail_abandoned(self) -> list[tuple[str, str | None]]:
+        now = self.clock.now_us()
+        unfinished = Generation.status.in_(("pending", "processing"))
+        owners = {
+            g.lease_owner
+            for g in Generation.select(Generation.lease_owner).where(unfinished).distinct()
+        }
+        gone = [o for o in owners if o is not None and o != self.owner and not owner_alive(o)]
+        abandoned = unfinished & (
+            Generation.lease_owner.is_null()
+            | Generation.lease_owner.in_(gone)
+            | (Generation.lease_expires_at < now)
+        )
+        stuck = [
+            (g.id, g.output_image_id)
+            for g in Generation.select(Generation.id, Generation.output_image_id).where(abandoned)
+        ]
+        if stuck:
+            Generation.update(status="failed", error_message=INTERRUPTED, updated_at=now).where(
+                Generation.id.in_([gid for gid, _ in stuck]) & unfinished
+            ).execute()
+        return stuck
+
+    def renew_leases(self) -> None:
+        """Extend the leases of this process's running generations (inside a write)."""
+        if self._running:
+            Generation.update(lease_expires_at=self.clock.now_us() + LEASE_US).where(
+                Generation.id.in_(list(self._running))
+                & Generation.status.in_(("pending", "processing"))
+            ).execute()
+
     async def _reconcile_image(self, image_id: str) -> None:
-        image = Image.get_or_none(Image.id == image_id)
+        image = await self.db.read(Image.get_or_none, Image.id == image_id)
         if image is None:
             return
         try:
@@ -489,11 +559,11 @@ class GenerationService:
             return
         file_hash = hashlib.sha256(data).hexdigest()
         if file_hash != image.file_hash:
-            Image.update(
-                file_hash=file_hash, file_size=len(data), width=width, height=height,
-                mime_type=sniff(data) or image.mime_type, updated_at=self.clock.now_us(),
-            ).where(Image.id == image_id).execute()  # fmt: skip
-            self.cascade.cache.evict_image(image_id)
+            facts = {
+                "file_hash": file_hash, "file_size": len(data), "width": width,
+                "height": height, "mime_type": sniff(data) or image.mime_type,
+            }  # fmt: skip
+            await self.db.write(self._rewrite_image, image_id, facts)
             log.warning("image %s row updated to match its rewritten file", image_id)
 
     async def shutdown(self) -> None:
@@ -502,6 +572,15 @@ class GenerationService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _reference_rows(generation_id: str) -> list[Image]:
+    return list(
+        Image.select(Image.storage_key, Image.mime_type)
+        .join(GenerationReference, on=GenerationReference.image_id == Image.id)
+        .where(GenerationReference.generation_id == generation_id)
+        .order_by(GenerationReference.position)
+    )
 
 
 # --------------------------------------------------------------------- output

@@ -3,10 +3,14 @@
 Entries are keyed by how a client asked for them — ``(org, project, idOrAlias)`` —
 so a hit costs one dictionary lookup. Every key remembers which image it holds, so
 deleting, regenerating or re-aliasing an image evicts all of its keys at once.
+
+Evictions also come from the database threads (a delete's rows and its evictions
+happen in one unit of work), so every operation holds one uncontended lock.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
@@ -46,6 +50,7 @@ class ImageCache:
         # the epoch it started in; if anything was evicted meanwhile, its bytes may be
         # stale (the image deleted or replaced), so they are served but not cached.
         self.epoch = 0
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -55,38 +60,43 @@ class ImageCache:
         return int(self._lru.currsize)
 
     def get(self, key: Hashable) -> CachedImage | None:
-        return self._lru.get(key)
+        with self._lock:
+            return self._lru.get(key)
 
     def put(self, key: Hashable, entry: CachedImage, epoch: int | None = None) -> None:
         size = len(entry.data) + _ENTRY_OVERHEAD
         if self.max_bytes <= 0 or size > self.max_bytes:
             return
-        if epoch is not None and epoch != self.epoch:
-            return
-        old = self._lru.get(key)
-        if old is not None:
-            self._forget(key, old.image_id)
-        self._lru[key] = entry
-        self._keys_by_image.setdefault(entry.image_id, set()).add(key)
+        with self._lock:
+            if epoch is not None and epoch != self.epoch:
+                return
+            old = self._lru.get(key)
+            if old is not None:
+                self._forget(key, old.image_id)
+            self._lru[key] = entry
+            self._keys_by_image.setdefault(entry.image_id, set()).add(key)
 
     def pop(self, key: Hashable) -> None:
         """Drop one key."""
-        entry = self._lru.pop(key, None)
-        if entry is not None:
-            self.epoch += 1
-            self._forget(key, entry.image_id)
+        with self._lock:
+            entry = self._lru.pop(key, None)
+            if entry is not None:
+                self.epoch += 1
+                self._forget(key, entry.image_id)
 
     def clear(self) -> None:
-        """Drop everything (another process changed the database)."""
-        self.epoch += 1
-        self._lru.clear()
-        self._keys_by_image.clear()
+        """Drop everything."""
+        with self._lock:
+            self.epoch += 1
+            self._lru.clear()
+            self._keys_by_image.clear()
 
     def evict_image(self, image_id: str) -> None:
         """Drop every key that serves ``image_id``."""
-        self.epoch += 1
-        for key in self._keys_by_image.pop(image_id, set()):
-            self._lru.pop(key, None)
+        with self._lock:
+            self.epoch += 1
+            for key in self._keys_by_image.pop(image_id, set()):
+                self._lru.pop(key, None)
 
     def _forget(self, key: Hashable, image_id: str) -> None:
         keys = self._keys_by_image.get(image_id)

@@ -8,18 +8,17 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from peewee import SqliteDatabase
-
 from banatie_local.clock import Clock, iso
 from banatie_local.config import Settings
+from banatie_local.db.boundary import Database
 from banatie_local.db.models import FlowCount, Image, ProjectCount
 from banatie_local.errors import NotFoundError, PayloadTooLargeError, ValidationError
 from banatie_local.services.aliases import AliasService, check_alias
 from banatie_local.services.cascade import Cascade
 from banatie_local.services.context import Context
-from banatie_local.services.flows import ABSENT, FlowService, choose_flow
+from banatie_local.services.flows import ABSENT, FlowChoice, FlowService, choose_flow
 from banatie_local.services.imagecache import CachedImage, ImageCache
-from banatie_local.services.imagefile import inspect
+from banatie_local.services.imagefile import ImageFacts, inspect
 from banatie_local.services.validation import is_uuid, new_id
 from banatie_local.storage import Storage, image_key
 from banatie_local.storage.base import StorageError
@@ -54,7 +53,7 @@ class ImageFilters:
 
 @dataclass
 class ImageService:
-    db: SqliteDatabase
+    db: Database
     clock: Clock
     settings: Settings
     storage: Storage
@@ -81,29 +80,43 @@ class ImageService:
         key = image_key(ctx.organization.slug, ctx.project.slug, image_id)
         await self.storage.put(key, upload.data, facts.mime_type)
         try:
-            with self.db.atomic():
-                self.flows.apply(ctx.project_id, choice)
-                now = self.clock.now_us()
-                image = Image.create(
-                    id=image_id,
-                    project_id=ctx.project_id,
-                    flow_id=choice.flow_id,
-                    generation_id=None,
-                    storage_key=key,
-                    mime_type=facts.mime_type,
-                    file_size=facts.file_size,
-                    file_hash=facts.file_hash,
-                    width=facts.width,
-                    height=facts.height,
-                    source="uploaded",
-                    meta=upload.meta or {},
-                    created_at=now,
-                    updated_at=now,
-                )
-                self._apply_aliases(image, alias, flow_alias)
+            return await self.db.write(
+                self._insert_upload, ctx, upload, choice, image_id, key, facts, alias, flow_alias
+            )
         except BaseException:
             await self.cascade.remove_files([key])
             raise
+
+    def _insert_upload(
+        self,
+        ctx: Context,
+        upload: Upload,
+        choice: FlowChoice,
+        image_id: str,
+        key: str,
+        facts: ImageFacts,
+        alias: str | None,
+        flow_alias: str | None,
+    ) -> Image:
+        self.flows.apply(ctx.project_id, choice)
+        now = self.clock.now_us()
+        image: Image = Image.create(
+            id=image_id,
+            project_id=ctx.project_id,
+            flow_id=choice.flow_id,
+            generation_id=None,
+            storage_key=key,
+            mime_type=facts.mime_type,
+            file_size=facts.file_size,
+            file_hash=facts.file_hash,
+            width=facts.width,
+            height=facts.height,
+            source="uploaded",
+            meta=upload.meta or {},
+            created_at=now,
+            updated_at=now,
+        )
+        self._apply_aliases(image, alias, flow_alias)
         return image
 
     def _apply_aliases(self, image: Image, alias: str | None, flow_alias: str | None) -> None:

@@ -13,9 +13,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from peewee import JOIN, SqliteDatabase
+from cachetools import LRUCache
+from peewee import JOIN
 
 from banatie_local.clock import Clock, iso
+from banatie_local.db.boundary import Database
 from banatie_local.db.models import ApiKey, Organization, Project
 from banatie_local.errors import AuthError, ForbiddenError, NotFoundError, ValidationError
 from banatie_local.services.projects import DEFAULT_SLUG, ProjectService
@@ -52,10 +54,14 @@ class CreatedKey:
 
 
 class KeyService:
-    def __init__(self, db: SqliteDatabase, clock: Clock, projects: ProjectService) -> None:
+    def __init__(self, db: Database, clock: Clock, projects: ProjectService) -> None:
         self.db = db
         self.clock = clock
         self.projects = projects
+        # key hash -> its owner, so an authenticated request costs no query. Dropped
+        # whole when any key or project changes (``forget``): the change feed brings
+        # other processes' revocations here within its poll interval.
+        self._owners: LRUCache[str, KeyOwner] = LRUCache(maxsize=10_000)
 
     def any_exist(self) -> bool:
         return ApiKey.select().exists()
@@ -143,25 +149,51 @@ class KeyService:
         record.save()
         return record
 
-    def authenticate(self, plaintext: str | None) -> KeyOwner:
-        """The owner of a presented key, or the 401 that says why not."""
+    def forget(self) -> None:
+        """Drop every remembered key owner (a key or a project changed)."""
+        self._owners.clear()
+
+    async def authenticate(self, plaintext: str | None) -> KeyOwner:
+        """The owner of a presented key, or the 401 that says why not. A key seen
+        before is checked from memory; a new one costs one read off the event loop."""
         if not plaintext:
             raise AuthError("send your API key in the X-API-Key header.", "MISSING_API_KEY")
         if not KEY_RE.fullmatch(plaintext):
             raise AuthError("the API key is not valid.", "INVALID_API_KEY")
-        record = _with_owners().where(ApiKey.key_hash == hash_key(plaintext)).first()
-        if record is None:
+        digest = hash_key(plaintext)
+        owner = self._owners.get(digest)
+        if owner is None:
+            owner = await self.db.read(self.lookup, digest)
+            if owner is not None:
+                self._owners[digest] = owner
+        if owner is None:
             raise AuthError("the API key is not valid.", "INVALID_API_KEY")
+        return self.check(owner)
+
+    def lookup(self, digest: str) -> KeyOwner | None:
+        record = _with_owners().where(ApiKey.key_hash == digest).first()
+        return _owner(record) if record is not None else None
+
+    def check(self, owner: KeyOwner) -> KeyOwner:
+        """Refuse a revoked or expired key."""
+        record = owner.key
         if not record.is_active:
             raise AuthError("the API key has been revoked.", "API_KEY_REVOKED")
-        now = self.clock.now_us()
-        if record.expires_at is not None and record.expires_at <= now:
+        if record.expires_at is not None and record.expires_at <= self.clock.now_us():
             raise AuthError("the API key has expired.", "API_KEY_EXPIRED")
-        if record.last_used_at is None or now - record.last_used_at > LAST_USED_RESOLUTION_US:
-            ApiKey.update(last_used_at=now).where(ApiKey.id == record.id).execute()
-            record.last_used_at = now
-        return _owner(record)
+        return owner
 
+    def needs_touch(self, owner: KeyOwner, now: int) -> bool:
+        """Whether ``lastUsedAt`` is due a write (at most once a minute per key)."""
+        last = owner.key.last_used_at
+        return last is None or now - last > LAST_USED_RESOLUTION_US
+
+    def touch(self, key_id: str, now: int) -> None:
+        """Record ``lastUsedAt`` (inside a write)."""
+        stale = ApiKey.last_used_at.is_null() | (
+            ApiKey.last_used_at < now - LAST_USED_RESOLUTION_US
+        )
+        ApiKey.update(last_used_at=now).where((ApiKey.id == key_id) & stale).execute()
 
 def _with_owners() -> Any:
     """Keys with their organization and project, in one query."""

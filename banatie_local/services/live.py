@@ -7,13 +7,17 @@ misses) and ``/api/v1/live/generate`` (a project key, counted by the key's limit
    whitespace-normalised prompt, ratio, autoEnhance and template);
 2. **HIT from memory**: the bytes and headers come from the shared image LRU; the hit
    is counted in memory only — ``HitCounter`` writes counts in the background;
-3. a generation already running for the key is joined (single flight) and answered as
-   a HIT when it finishes;
+3. a generation already running for the key in this process is joined and answered
+   as a HIT when it finishes;
 4. **HIT from the database**: one raw SQL query finds the entry, storage gives the
-   bytes, and the memory cache is filled;
-5. **MISS**: the client IP limit, then the scope rules, then one generation through
+   bytes (off the event loop), and the memory cache is filled;
+5. **MISS**: one write transaction checks the client IP limit and the scope rules,
+   counts the IP, and takes the key's claim in ``live_claims`` — the single flight
+   across every worker and instance. The winner runs one generation through
    ``GenerationService`` in a task of its own (a client that disconnects does not
-   cancel it), then a cache entry.
+   cancel it), records the cache entry and drops the claim in one write. A request
+   that finds the claim held elsewhere polls for the entry and is answered as a HIT;
+   a claim whose holder died (its process gone, or its lease lapsed) is taken over.
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ import hashlib
 import ipaddress
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from cachetools import LRUCache
-from peewee import SqliteDatabase
 
 from banatie_local.clock import Clock
 from banatie_local.config import Settings
@@ -39,7 +43,8 @@ from banatie_local.constants import (
     MAX_LIVE_PROMPT_LENGTH,
     TEMPLATES,
 )
-from banatie_local.db.models import LiveCacheEntry, LiveScope
+from banatie_local.db.boundary import Database
+from banatie_local.db.models import Image, LiveCacheEntry, LiveScope
 from banatie_local.errors import (
     ApiError,
     ForbiddenError,
@@ -52,8 +57,9 @@ from banatie_local.errors import (
 from banatie_local.services.context import Context
 from banatie_local.services.generations import GenerationRequest, GenerationService
 from banatie_local.services.imagecache import CachedImage, ImageCache
+from banatie_local.services.owner import owner_alive, owner_id
 from banatie_local.services.projects import ProjectService
-from banatie_local.services.ratelimit import Decision, SlidingWindowLimiter
+from banatie_local.services.ratelimit import Decision, SharedLimiter
 from banatie_local.services.scopes import ScopeService, check_scope_slug
 from banatie_local.services.validation import new_id
 from banatie_local.storage import Storage, StorageError
@@ -69,6 +75,10 @@ _ENTRY_LOOKUP: Final = (
     " JOIN live_scopes s ON s.id = e.scope_id"
     " WHERE e.cache_key = ?"
 )
+_CLAIM_LOOKUP: Final = "SELECT holder, error, expires_at FROM live_claims WHERE cache_key = ?"
+_CLAIM_POLL_SECONDS: Final = 0.1
+# how long a failed claim stays visible, so the requests waiting on it see the failure
+_FAILED_CLAIM_US: Final = 5_000_000
 _PROJECT_LOOKUP: Final = (
     "SELECT p.id FROM projects p JOIN organizations o ON o.id = p.organization_id"
     " WHERE o.slug = ? AND p.slug = ?"
@@ -143,7 +153,7 @@ class _Outcome:
 class HitCounter:
     """Hit counts kept in memory and written in batches, never on the request path."""
 
-    def __init__(self, db: SqliteDatabase, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
         self.totals: dict[str, int] = {}
@@ -165,18 +175,14 @@ class HitCounter:
             self.totals.pop(key, None)
             self._pending.pop(key, None)
 
-    def flush(self) -> int:
+    async def flush(self) -> int:
         """Write the pending counts in one transaction; return how many entries.
         If the write fails, the counts are kept for the next flush."""
         pending, self._pending = self._pending, {}
         if not pending:
             return 0
         try:
-            with self.db.atomic():
-                for key, (hits, last) in pending.items():
-                    LiveCacheEntry.update(
-                        hit_count=LiveCacheEntry.hit_count + hits, last_hit_at=last
-                    ).where(LiveCacheEntry.cache_key == key).execute()
+            await self.db.write(_write_hits, pending)
         except BaseException:
             for key, (hits, last) in pending.items():
                 newer_hits, newer_last = self._pending.get(key, (0, 0))
@@ -185,9 +191,28 @@ class HitCounter:
         return len(pending)
 
 
+def _write_hits(pending: dict[str, tuple[int, int]]) -> None:
+    for key, (hits, last) in pending.items():
+        LiveCacheEntry.update(hit_count=LiveCacheEntry.hit_count + hits, last_hit_at=last).where(
+            LiveCacheEntry.cache_key == key
+        ).execute()
+
+
+@dataclass(frozen=True)
+class _Admission:
+    """What the miss transaction decided: generate (``scope`` set), wait for another
+    holder's claim (``waiting_on``), or read the entry that appeared meanwhile."""
+
+    ctx: Context | None = None
+    scope: LiveScope | None = None
+    rate: Decision | None = None
+    holder: str | None = None
+    waiting_on: str | None = None
+
+
 @dataclass
 class LiveService:
-    db: SqliteDatabase
+    db: Database
     clock: Clock
     settings: Settings
     storage: Storage
@@ -195,8 +220,9 @@ class LiveService:
     projects: ProjectService
     scopes: ScopeService
     generations: GenerationService
-    ip_limiter: SlidingWindowLimiter
+    limiter: SharedLimiter
     counter: HitCounter
+    owner: str = field(default_factory=owner_id)
     _project_ids: dict[tuple[str, str], str] = field(default_factory=dict)
     # (org, project, scope, raw query string) -> what validating it gave, so a repeat
     # request skips parsing, the project lookup and hashing.
@@ -204,9 +230,6 @@ class LiveService:
         default_factory=lambda: LRUCache(maxsize=50_000)
     )
     _inflight: dict[str, asyncio.Task[_Outcome]] = field(default_factory=dict)
-    # Generations running per scope: they count against the scope's limit before
-    # their cache entries exist.
-    _running: dict[str, int] = field(default_factory=dict)
     _trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -250,16 +273,19 @@ class LiveService:
             return False
         return any(ip in network for network in self._trusted)
 
-    def known_query(
+    async def known_query(
         self, org: str, project: str, scope: str, query: str, arg: Callable[[str], str | None]
     ) -> KnownQuery:
-        """Validate a live request and compute its cache key, once per distinct query."""
+        """Validate a live request and compute its cache key, once per distinct query
+        (a repeat costs one dictionary lookup; the first may read the project's id)."""
         memo = (org, project, scope, query)
         known = self.known_keys.get(memo)
         if known is None:
             params = parse_live_params(arg)
             check_scope_slug(scope, "scope")
-            project_id = self.project_id(org, project)
+            project_id = self._project_ids.get((org, project))
+            if project_id is None:
+                project_id = await self.db.read(self.project_id, org, project)
             known = KnownQuery(cache_key(project_id, scope, params), project_id, params)
             self.known_keys[memo] = known
         return known
@@ -285,17 +311,27 @@ class LiveService:
     ) -> LiveResult:
         """Everything after a memory miss: join a running generation, hit the database,
         or generate. ``client`` is the IP to limit (None: limited by an API key)."""
-        running = self._inflight.get(key)
-        if running is not None:
-            return self._as_hit(key, await asyncio.shield(running))
-        stored = await self._stored_hit(key)
-        if stored is not None:
-            return stored
-        return await self._miss(slugs, project_id, scope, params, key, client, context)
+        for _ in range(100):  # each turn ends in an answer, or in a lapsed claim
+            running = self._inflight.get(key)
+            if running is not None:
+                return self._as_hit(key, await asyncio.shield(running))
+            stored = await self._stored_hit(key)
+            if stored is not None:
+                return stored
+            admission = await self.db.write(
+                self._admit_miss, slugs, context, scope, key, client, self.clock.now_us()
+            )
+            if admission.scope is not None:
+                return await self._generate_once(admission, params, key)
+            if admission.waiting_on is not None:
+                waited = await self._wait_for(key, admission.waiting_on)
+                if waited is not None:
+                    return waited
+        raise generation_failed("the generation for this URL kept being abandoned.")
 
     async def _stored_hit(self, key: str) -> LiveResult | None:
         epoch = self.cache.epoch
-        row = self.db.execute_sql(_ENTRY_LOOKUP, (key,)).fetchone()
+        row = await self.db.read(self._entry_row, key)
         if row is None:
             return None
         image_id, hits, mime, file_hash, storage_key, scope = row
@@ -308,6 +344,10 @@ class LiveService:
         self.cache.put(("live", key), entry, epoch)
         self.counter.known(key, int(hits))
         return LiveResult(entry, "HIT", self.counter.hit(key))
+
+    def _entry_row(self, key: str) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self.db.execute_sql(_ENTRY_LOOKUP, (key,)).fetchone()
+        return row
 
     def _entry(
         self, image_id: str, data: bytes, mime: str, file_hash: str, scope: str
@@ -326,19 +366,25 @@ class LiveService:
             raise outcome.error or generation_failed(None)
         return LiveResult(outcome.entry, "HIT", self.counter.hit(key))
 
-    async def _miss(
+    def _admit_miss(
         self,
         slugs: tuple[str, str],
-        project_id: str,
+        context: Context | None,
         scope_slug: str,
-        params: LiveParams,
         key: str,
         client: str | None,
-        context: Context | None,
-    ) -> LiveResult:
-        limiter = self.ip_limiter
-        if client is not None and limiter.enabled:
-            peek = limiter.check(client)
+        now: int,
+    ) -> _Admission:
+        """One write transaction: wait for a live claim, or — the IP limit, the scope
+        rules, then count the IP and take the claim."""
+        claim = self.db.execute_sql(_CLAIM_LOOKUP, (key,)).fetchone()
+        if claim is not None and claim[1] is None and _held(claim[0], claim[2], now):
+            return _Admission(waiting_on=claim[0])
+        if self._entry_row(key) is not None:
+            return _Admission()  # finished meanwhile: read it as a HIT
+        limit = self.settings.live.new_generations_per_ip_per_hour
+        if client is not None and limit > 0:
+            peek = self.limiter.count(f"ip:{client}", limit, now / 1e6)
             if not peek.allowed:
                 raise RateLimitError(
                     f"this address started {peek.limit} new generations in the last hour; "
@@ -346,30 +392,68 @@ class LiveService:
                     headers=peek.headers(),
                 )
         ctx = context or self._context(*slugs)
-        scope = self._scope_for_miss(ctx, scope_slug)
-        rate = limiter.hit(client) if client is not None and limiter.enabled else None
-        task = asyncio.get_running_loop().create_task(self._generate(ctx, scope, params, key))
+        scope = self._scope_for_miss(ctx, scope_slug, key, now)
+        rate = None
+        if client is not None and limit > 0:
+            rate = self.limiter.admit_now(f"ip:{client}", limit, now / 1e6)
+        holder = f"{self.owner}:{uuid.uuid4().hex[:8]}"
+        self.db.execute_sql(
+            "INSERT OR REPLACE INTO live_claims (cache_key, scope_id, holder, error, expires_at)"
+            " VALUES (?, ?, ?, NULL, ?)",
+            (key, scope.id, holder, now + self.claim_lease_us),
+        )
+        return _Admission(ctx, scope, rate, holder)
+
+    @property
+    def claim_lease_us(self) -> int:
+        """A claim outlives the longest generation (enhancement and image, each with
+        every retry), plus a margin; a holder that died is taken over after it."""
+        g = self.settings.generation
+        attempts = g.max_retries + 1
+        backoff = g.retry_backoff_seconds * (2**attempts)
+        return int((2 * attempts * g.timeout_seconds + backoff + 5) * 1_000_000)
+
+    async def _generate_once(
+        self, admission: _Admission, params: LiveParams, key: str
+    ) -> LiveResult:
+        assert admission.ctx is not None
+        assert admission.scope is not None
+        assert admission.holder is not None
+        task = asyncio.get_running_loop().create_task(
+            self._generate(admission.ctx, admission.scope, params, key, admission.holder)
+        )
         self._inflight[key] = task
-        self._running[scope.id] = self._running.get(scope.id, 0) + 1
-        task.add_done_callback(lambda _: self._finished(key, scope.id))
+        task.add_done_callback(lambda _: self._inflight.pop(key, None))
         outcome = await asyncio.shield(task)
         if outcome.entry is None:
             raise outcome.error or generation_failed(None)
-        return LiveResult(outcome.entry, "MISS", 0, outcome.generation_id, rate)
+        return LiveResult(outcome.entry, "MISS", 0, outcome.generation_id, admission.rate)
 
-    def _finished(self, key: str, scope_id: str) -> None:
-        self._inflight.pop(key, None)
-        left = self._running.get(scope_id, 1) - 1
-        if left > 0:
-            self._running[scope_id] = left
-        else:
-            self._running.pop(scope_id, None)
+    async def _wait_for(self, key: str, holder: str) -> LiveResult | None:
+        """Another process holds the claim: poll until its entry appears (a HIT), it
+        fails (its error), or its claim lapses (None: the caller tries again)."""
+        while True:
+            await asyncio.sleep(_CLAIM_POLL_SECONDS)
+            stored = await self._stored_hit(key)
+            if stored is not None:
+                return stored
+            claim = await self.db.read(self._claim_row, key)
+            if claim is None or claim[0] != holder:
+                return None
+            if claim[1] is not None:
+                raise generation_failed(claim[1])
+            if not _held(claim[0], claim[2], self.clock.now_us()):
+                return None
+
+    def _claim_row(self, key: str) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self.db.execute_sql(_CLAIM_LOOKUP, (key,)).fetchone()
+        return row
 
     def _context(self, org: str, project: str) -> Context:
         ref = self.projects.get(org, project)
         return Context(ref.organization, ref.project)
 
-    def _scope_for_miss(self, ctx: Context, slug: str) -> LiveScope:
+    def _scope_for_miss(self, ctx: Context, slug: str, key: str, now: int) -> LiveScope:
         project = ctx.project
         if (
             project.allow_new_live_scopes
@@ -392,7 +476,13 @@ class LiveService:
             raise ForbiddenError(
                 f"scope {slug} does not allow new generations.", "SCOPE_GENERATIONS_DISABLED"
             )
-        used = self.scopes.current_generations(scope) + self._running.get(scope.id, 0)
+        # generations running anywhere count against the limit before their entries exist
+        running = self.db.execute_sql(
+            "SELECT COUNT(*) FROM live_claims WHERE scope_id = ? AND error IS NULL"
+            " AND expires_at > ? AND cache_key <> ?",
+            (scope.id, now, key),
+        ).fetchone()[0]
+        used = self.scopes.current_generations(scope) + int(running)
         if used >= scope.new_generations_limit:
             raise RateLimitError(
                 f"scope {slug} reached its limit of {scope.new_generations_limit} generations.",
@@ -401,7 +491,7 @@ class LiveService:
         return scope
 
     async def _generate(
-        self, ctx: Context, scope: LiveScope, params: LiveParams, key: str
+        self, ctx: Context, scope: LiveScope, params: LiveParams, key: str, holder: str
     ) -> _Outcome:
         """Run one generation for a cache key; never raises (waiters read the outcome)."""
         request = GenerationRequest(
@@ -413,16 +503,34 @@ class LiveService:
             prompt_limit=MAX_LIVE_PROMPT_LENGTH,
             image_meta={"scope": scope.slug, "isLiveUrl": True, "cacheKey": key},
         )
+        outcome = await self._attempt(ctx, scope, params, key, holder, request)
+        if outcome.entry is None:
+            message = outcome.error.message if outcome.error else "failed"
+            try:
+                await self.db.write(self._release, key, holder, message)
+            except Exception:  # the claim then lapses on its own
+                log.exception("could not release the live claim for %s", key)
+        return outcome
+
+    async def _attempt(
+        self,
+        ctx: Context,
+        scope: LiveScope,
+        params: LiveParams,
+        key: str,
+        holder: str,
+        request: GenerationRequest,
+    ) -> _Outcome:
         try:
             generation = await self.generations.create(ctx, request, wait=True)
             if generation.status != "success" or generation.output_image_id is None:
                 return _Outcome(None, generation.id, generation_failed(generation.error_message))
             image = generation.output_image_id
-            row = self.db.execute_sql(
-                "SELECT mime_type, file_hash, storage_key FROM images WHERE id = ?", (image,)
-            ).fetchone()
+            row = await self.db.read(_image_facts, image)
             data = await self.storage.get(row[2])
-            self._record(ctx, scope, params, key, image, generation.id)
+            await self.db.write(
+                self._record, ctx, scope, params, key, image, generation.id, holder
+            )
         except StorageError as exc:
             return _Outcome(None, None, StorageUnavailableError(f"storage failed: {exc}"))
         except ApiError as exc:
@@ -444,7 +552,9 @@ class LiveService:
         key: str,
         image_id: str,
         generation_id: str,
+        holder: str,
     ) -> None:
+        """The cache entry, and the claim dropped, in one transaction."""
         now = self.clock.now_us()
         LiveCacheEntry.insert(
             id=new_id(), project_id=ctx.project_id, scope_id=scope.id, cache_key=key,
@@ -452,6 +562,16 @@ class LiveService:
             aspect_ratio=params.aspect_ratio, auto_enhance=params.auto_enhance,
             template=params.template, hit_count=0, created_at=now, updated_at=now,
         ).on_conflict_replace().execute()  # fmt: skip
+        self.db.execute_sql(
+            "DELETE FROM live_claims WHERE cache_key = ? AND holder = ?", (key, holder)
+        )
+
+    def _release(self, key: str, holder: str, error: str) -> None:
+        """A failed claim stays briefly, so its waiters read the failure."""
+        self.db.execute_sql(
+            "UPDATE live_claims SET error = ?, expires_at = ? WHERE cache_key = ? AND holder = ?",
+            (error[:500], self.clock.now_us() + _FAILED_CLAIM_US, key, holder),
+        )
 
     # ------------------------------------------------------------ scopes
 
@@ -460,14 +580,14 @@ class LiveService:
     ) -> tuple[int, list[str]]:
         """Regenerate one image of the scope or all of them, in place (same ids and
         URLs). Returns how many succeeded and the image ids that were attempted."""
-        entries = self.scopes.entries(scope, image_id)
+        entries = await self.db.read(self.scopes.entries, scope, image_id)
         if image_id is not None and not entries:
             raise ValidationError(
                 f"image {image_id} is not in scope {scope.slug}.", "imageId", "IMAGE_NOT_IN_SCOPE"
             )
         done = 0
         for entry in entries:
-            generation = self.generations.find(entry.generation_id)
+            generation = await self.db.read(self.generations.find, entry.generation_id)
             if generation is not None:
                 generation = await self.generations.regenerate(ctx, generation)
             else:
@@ -478,7 +598,7 @@ class LiveService:
                 )  # fmt: skip
                 generation = await self.generations.create(ctx, request, wait=True)
                 entry.generation_id = generation.id
-                entry.save()
+                await self.db.write(entry.save)
             done += generation.status == "success"
         return done, [entry.image_id for entry in entries]
 
@@ -492,24 +612,11 @@ class LiveService:
 
     # ------------------------------------------------------------ maintenance
 
-    async def run_flusher(self) -> None:
-        """Write hit counts every ``live.hit_flush_seconds``; when another process
-        (a CLI command) has changed the database, drop the memory caches so nothing
-        it deleted is served for longer than one interval."""
-        version = self._data_version()
-        while True:
-            await asyncio.sleep(self.settings.live.hit_flush_seconds)
-            try:
-                self.counter.flush()
-                current = self._data_version()
-                if current != version:
-                    version = current
-                    self.cache.clear()
-            except Exception:
-                log.exception("flushing live hit counts failed; will retry")
-
-    def _data_version(self) -> int:
-        return int(self.db.execute_sql("PRAGMA data_version").fetchone()[0])
+    def sweep_claims(self) -> None:
+        """Drop claims long lapsed (inside a write); a live one is never touched."""
+        self.db.execute_sql(
+            "DELETE FROM live_claims WHERE expires_at < ?", (self.clock.now_us() - 60_000_000,)
+        )
 
     def forget(self, keys: list[str]) -> None:
         """Drop cache keys whose entries were deleted (scope delete, purge)."""
@@ -521,10 +628,21 @@ class LiveService:
         for task in list(self._inflight.values()):
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
-        self.counter.flush()
+        await self.counter.flush()
 
 
 def generation_failed(message: str | None) -> ApiError:
     return GenerationFailedError(
         "the image could not be generated" + (f": {message}" if message else ".")
     )
+
+
+def _held(holder: str, expires_at: int, now: int) -> bool:
+    """A claim is held while its lease runs and its process is alive."""
+    return expires_at > now and owner_alive(holder.rpartition(":")[0])
+
+
+def _image_facts(image_id: str) -> tuple[Any, ...]:
+    query = Image.select(Image.mime_type, Image.file_hash, Image.storage_key)
+    row: tuple[Any, ...] = query.where(Image.id == image_id).tuples().get()  # type: ignore[assignment]
+    return row

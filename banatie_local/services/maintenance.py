@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from peewee import SqliteDatabase, fn
+from peewee import fn
 
+from banatie_local.db.boundary import Database
 from banatie_local.db.models import (
     ApiKey,
     Flow,
@@ -47,7 +48,7 @@ class OrphanReport:
 
 
 class Maintenance:
-    def __init__(self, db: SqliteDatabase, storage: Storage, cascade: Cascade) -> None:
+    def __init__(self, db: Database, storage: Storage, cascade: Cascade) -> None:
         self.db = db
         self.storage = storage
         self.cascade = cascade
@@ -57,7 +58,7 @@ class Maintenance:
         file, keys recorded when a delete could not remove them, and temp leftovers."""
         report = OrphanReport()
         stored = set(await self.storage.list_keys(""))
-        rows = {image.storage_key: image.id for image in Image.select(Image.id, Image.storage_key)}
+        rows = await self.db.read(_image_keys)
         cutoff = time.time() - grace_seconds
         for key in sorted(stored - rows.keys()):
             try:
@@ -68,7 +69,7 @@ class Maintenance:
         report.rows_without_files = sorted(
             image_id for key, image_id in rows.items() if key not in stored
         )
-        recorded = [o.storage_key for o in OrphanFile.select()]
+        recorded = await self.db.read(_recorded_keys)
         report.recorded_files = sorted(k for k in recorded if k not in rows)
         if isinstance(self.storage, LocalStorage):
             report.temp_files = sorted(str(p) for p in self.storage.temp_files(cutoff))
@@ -77,15 +78,16 @@ class Maintenance:
     async def purge_orphans(self, report: OrphanReport) -> None:
         """Remove what ``find_orphans`` found: files, rows (with their references, as
         any image delete) and temp files; clear the recorded keys that went."""
-        with self.db.atomic():
-            doomed = Image.select().where(Image.id.in_(report.rows_without_files))
-            self.cascade.delete_image_rows(list(doomed))
         keys = sorted(set(report.files_without_rows) | set(report.recorded_files))
-        OrphanFile.delete().where(OrphanFile.storage_key.in_(keys)).execute()
+        await self.db.write(self._purge_rows, report.rows_without_files, keys)
         await self.cascade.remove_files(keys)  # a key that fails again is re-recorded
         for temp in report.temp_files:
             Path(temp).unlink(missing_ok=True)
         report.removed = True
+
+    def _purge_rows(self, image_ids: list[str], keys: list[str]) -> None:
+        self.cascade.delete_image_rows(list(Image.select().where(Image.id.in_(image_ids))))
+        OrphanFile.delete().where(OrphanFile.storage_key.in_(keys)).execute()
 
     def stats(self) -> dict[str, Any]:
         """Counts by type, status and provider; bytes stored; cache entries and hits."""
@@ -113,6 +115,14 @@ class Maintenance:
             ),
             "orphanFilesRecorded": OrphanFile.select().count(),
         }
+
+
+def _image_keys() -> dict[str, str]:
+    return {image.storage_key: image.id for image in Image.select(Image.id, Image.storage_key)}
+
+
+def _recorded_keys() -> list[str]:
+    return [o.storage_key for o in OrphanFile.select()]
 
 
 def _grouped(column: Any) -> dict[str, int]:

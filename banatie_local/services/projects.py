@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from peewee import SqliteDatabase
-
 from banatie_local.clock import Clock, iso
+from banatie_local.db.boundary import Database
 from banatie_local.db.models import Organization, Project
 from banatie_local.errors import ConflictError, NotFoundError, ValidationError
 from banatie_local.services.validation import check_slug, new_id
@@ -31,7 +30,7 @@ def parse_project_path(path: str) -> tuple[str, str]:
 
 
 class ProjectService:
-    def __init__(self, db: SqliteDatabase, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
 

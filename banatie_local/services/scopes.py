@@ -6,9 +6,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from peewee import JOIN, SQL, SqliteDatabase, fn
+from peewee import JOIN, SQL, fn
 
 from banatie_local.clock import Clock, iso
+from banatie_local.db.boundary import Database
 from banatie_local.db.models import (
     Image,
     LiveCacheEntry,
@@ -45,7 +46,7 @@ class ScopeView:
 
 
 class ScopeService:
-    def __init__(self, db: SqliteDatabase, clock: Clock, cascade: Cascade) -> None:
+    def __init__(self, db: Database, clock: Clock, cascade: Cascade) -> None:
         self.db = db
         self.clock = clock
         self.cascade = cascade

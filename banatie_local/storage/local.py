@@ -13,7 +13,7 @@ from stat import S_ISREG
 from banatie_local.storage.base import InvalidKeyError, StorageError, validate_key
 
 _TMP_DIR = ".tmp"
-_INLINE_READ_BYTES = 4 * 1024 * 1024
+_ONE_READ_BYTES = 4 * 1024 * 1024
 _MAX_REMEMBERED_DIRS = 10_000
 
 
@@ -126,9 +126,13 @@ class LocalStorage:
         return f"{base}/{name}"
 
     async def get(self, key: str) -> bytes:
-        # Images are small and usually in the page cache: reading them inline costs
-        # less than a hop to a worker thread. Large files, and a symlink as the last
-        # component (checked in full by path_for), go to a thread.
+        # Never on the event loop: even a page-cache read can stall on a busy disk.
+        return await asyncio.to_thread(self.read_now, key)
+
+    def read_now(self, key: str) -> bytes:
+        """Read a file on the calling thread: the directory's resolution remembered,
+        the last component opened with O_NOFOLLOW and read in one call; a symlink
+        there, or a file that changed while read, takes the fully checked path."""
         path = self._read_path(key)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -136,19 +140,19 @@ class LocalStorage:
             raise FileNotFoundError(key) from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                return await asyncio.to_thread(self._get, key)
+                return self._get(key)
             raise StorageError(f"cannot read {key}: {exc.strerror or exc}") from exc
         try:
             stat = os.fstat(fd)
             if not S_ISREG(stat.st_mode):
                 raise FileNotFoundError(key)
-            if stat.st_size <= _INLINE_READ_BYTES:
+            if stat.st_size <= _ONE_READ_BYTES:
                 data = os.read(fd, stat.st_size)
                 if len(data) == stat.st_size:  # else the file changed under us: reread
                     return data
         finally:
             os.close(fd)
-        return await asyncio.to_thread(self._get, key)
+        return self._get(key)
 
     async def delete(self, key: str) -> bool:
         return await asyncio.to_thread(self._delete, key)

@@ -8,7 +8,7 @@ import pytest
 
 from tests.api.test_errors import assert_error
 from tests.conftest import Running
-from tests.helpers import sqlite
+from tests.helpers import eventually, sqlite
 
 
 def test_project_key_opens_v1(app: Running) -> None:
@@ -72,6 +72,8 @@ def test_expired_key(app: Running) -> None:
     with sqlite(app.settings.database_path) as db:
         db.execute("UPDATE api_keys SET expires_at = ? WHERE id = ?", (past, created["id"]))
         db.commit()
+    # another connection's change reaches the server through the change feed
+    eventually(lambda: app.client.get("/api/v1/project", headers=headers).status_code == 401)
     assert_error(app.client.get("/api/v1/project", headers=headers), 401, "API_KEY_EXPIRED")
 
 

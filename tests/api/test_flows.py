@@ -974,7 +974,7 @@ def test_delete_generation_keeps_an_aliased_image(fast: Running) -> None:
 def _list_statements(app: Running, pid: str) -> tuple[list[str], int]:
     """The SELECTs one ``list_page`` call runs, traced on this thread's connection."""
     statements: list[str] = []
-    conn = app.services.db.connection()
+    conn = app.services.db.raw.connection()
     conn.set_trace_callback(statements.append)
     try:
         views, total = app.services.flows.list_page(pid, 100, 0)

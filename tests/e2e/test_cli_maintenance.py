@@ -28,7 +28,7 @@ from minio import Minio
 
 from banatie_local.cli import cli
 from banatie_local.constants import DEFAULT_TEMPLATE
-from banatie_local.services.container import open_services
+from banatie_local.services.container import Services, open_services
 from banatie_local.services.context import Context
 from banatie_local.services.images import Upload
 from banatie_local.services.live import LiveParams, cache_key
@@ -389,10 +389,9 @@ def test_purge_orphans_rejects_a_negative_grace(run: Run) -> None:
 # ----------------------------------------------------------------------- stats
 
 
-async def _upload_and_live(data_dir: Path, live_hits: int) -> None:
-    services = open_services(make_settings(data_dir))
+async def _upload_and_live(services: Services, live_hits: int) -> None:
     try:
-        ref = services.projects.get("default", "default")
+        ref = await services.db.read(services.projects.get, "default", "default")
         ctx = Context(ref.organization, ref.project)
         await services.images.upload(ctx, Upload(png_bytes(16, 16), flow_alias="@hero"))
         params = LiveParams("a quiet harbour", "1:1", False, DEFAULT_TEMPLATE)
@@ -403,7 +402,7 @@ async def _upload_and_live(data_dir: Path, live_hits: int) -> None:
         for _ in range(live_hits):
             hit = await services.live.resolve(slugs, ref.project.id, "banners", params, key, None)
             assert hit.status == "HIT"
-        services.live.counter.flush()
+        await services.live.counter.flush()
     finally:
         services.close()
 
@@ -411,7 +410,7 @@ async def _upload_and_live(data_dir: Path, live_hits: int) -> None:
 def upload_and_live(data_dir: Path, live_hits: int) -> None:
     """One upload into a new flow (``@hero``), and one live-URL miss in scope
     ``banners`` followed by ``live_hits`` hits, through the services."""
-    asyncio.run(_upload_and_live(data_dir, live_hits))
+    asyncio.run(_upload_and_live(open_services(make_settings(data_dir)), live_hits))
 
 
 def failed_generation(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:

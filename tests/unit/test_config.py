@@ -354,7 +354,9 @@ def test_bad_env_value_names_its_variable(tmp_path: Path) -> None:
         ("[storage]\nbackend = 'ftp'\n", "storage.backend"),
         ("[storage]\nbackend = 'minio'\n", "storage.minio_endpoint"),
         ("[cdn]\nmax_age = -1\n", "cdn.max_age"),
-        ("[database]\npath = 'x'\n", "[database]"),
+        ("[database]\npath = 'x'\n", "database.path"),
+        ("[database]\nbusy_timeout_ms = 5\n", "database.busy_timeout_ms"),
+        ("[nosuch]\nkey = 1\n", "[nosuch]"),
         ("server = 1\n", "[server]"),
     ],
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from banatie_local.http.auth import services_of
+from banatie_local.http.auth import read, services_of, write
 from banatie_local.http.responses import ok, page
 from banatie_local.http.validation import Body, pagination
 from banatie_local.services.keys import (
@@ -18,7 +18,7 @@ from banatie_local.services.keys import (
 
 async def initial_key(request: Request) -> HTTPResponse:
     """Create the first master key; refused once any key exists."""
-    created = services_of(request).keys.bootstrap()
+    created = await write(request, services_of(request).keys.bootstrap)
     key = created.owner.key
     return ok({"key": created.plaintext, "id": key.id, "type": key.type}, 201)
 
@@ -26,7 +26,10 @@ async def initial_key(request: Request) -> HTTPResponse:
 async def create_key(request: Request) -> HTTPResponse:
     """Create a master or project key; unknown organization/project slugs are created."""
     body = Body.of(request)
-    created = services_of(request).keys.create(
+    keys = services_of(request).keys
+    created = await write(
+        request,
+        keys.create,
         key_type=body.text("type", required=True, max_length=16) or "",
         org_slug=body.text("organizationSlug", max_length=63),
         project_slug=body.text("projectSlug", max_length=63),
@@ -39,11 +42,13 @@ async def create_key(request: Request) -> HTTPResponse:
 async def list_keys(request: Request) -> HTTPResponse:
     """Every key without its plaintext, newest first."""
     paging = pagination(request)
-    owners, total = services_of(request).keys.list(paging.limit, paging.offset)
+    owners, total = await read(request, services_of(request).keys.list, paging.limit, paging.offset)
     return page([key_to_dict(owner) for owner in owners], total, paging)
 
 
 async def revoke_key(request: Request, key_id: str) -> HTTPResponse:
     """Revoke a key; it fails on its next request."""
-    record = services_of(request).keys.revoke(key_id)
+    keys = services_of(request).keys
+    record = await write(request, keys.revoke, key_id)
+    keys.forget()  # at once here; other processes within the change feed's interval
     return ok({"id": record.id, "isActive": False})

@@ -39,7 +39,7 @@ async def cdn_image(request: Request, org: str, project: str, ref: str) -> HTTPR
     entry = cache.get(key)
     if entry is None:
         epoch = cache.epoch
-        found = services.images.public_lookup(org, project, ref)
+        found = await services.db.read(services.images.public_lookup, org, project, ref)
         if found is None:
             raise NotFoundError(f"image {ref} does not exist.", "IMAGE_NOT_FOUND")
         image_id, mime, file_hash, storage_key = found

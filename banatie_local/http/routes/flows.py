@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from banatie_local.db.models import Flow
 from banatie_local.errors import ValidationError
-from banatie_local.http.auth import context_of, services_of
+from banatie_local.http.auth import context_of, read, services_of, write
 from banatie_local.http.responses import ok, page
 from banatie_local.http.routes.generations import present_one
 from banatie_local.http.routes.images import present
@@ -18,19 +20,22 @@ from banatie_local.services.images import ImageFilters
 from banatie_local.services.validation import check_meta
 
 
-def _flow(request: Request, flow_id: str) -> Flow:
-    return services_of(request).flows.get(context_of(request).project_id, flow_id)
+async def _flow(request: Request, flow_id: str) -> Flow:
+    flows = services_of(request).flows
+    return await read(request, flows.get, context_of(request).project_id, flow_id)
 
 
-def _shown(request: Request, flow: Flow) -> HTTPResponse:
-    return ok(flow_to_dict(services_of(request).flows.view(flow)))
+async def _shown(request: Request, flow: Flow) -> HTTPResponse:
+    return ok(flow_to_dict(await read(request, services_of(request).flows.view, flow)))
 
 
 async def create_flow(request: Request) -> HTTPResponse:
     """Create a flow, optionally with ``meta`` and ``aliases``."""
     body = Body.of(request)
     meta = body.mapping("meta")
-    view = services_of(request).flows.create(
+    view = await write(
+        request,
+        services_of(request).flows.create,
         context_of(request).project_id,
         check_meta(meta) if meta is not None else None,
         body.mapping("aliases"),
@@ -41,64 +46,79 @@ async def create_flow(request: Request) -> HTTPResponse:
 async def list_flows(request: Request) -> HTTPResponse:
     """Flows newest first, with their alias maps and member counts."""
     paging = pagination(request)
-    views, total = services_of(request).flows.list_page(
-        context_of(request).project_id, paging.limit, paging.offset
+    views, total = await read(
+        request,
+        services_of(request).flows.list_page,
+        context_of(request).project_id,
+        paging.limit,
+        paging.offset,
     )
     return page([flow_to_dict(view) for view in views], total, paging)
 
 
 async def get_flow(request: Request, flow_id: str) -> HTTPResponse:
     """One flow; 404 for a flow id that was announced but has no row yet."""
-    return _shown(request, _flow(request, flow_id))
+    return await _shown(request, await _flow(request, flow_id))
 
 
 async def flow_generations(request: Request, flow_id: str) -> HTTPResponse:
     """The flow's generations, newest first."""
-    flow = _flow(request, flow_id)
+    flow = await _flow(request, flow_id)
     paging = pagination(request)
-    rows, total = services_of(request).generations.list_page(
-        context_of(request), GenerationFilters(flow_id=flow.id), paging.limit, paging.offset
-    )
-    return page(present_generations(rows, lambda image: present(request, image)), total, paging)
+    generations, ctx = services_of(request).generations, context_of(request)
+
+    def load() -> tuple[list[dict[str, Any]], int]:
+        filters = GenerationFilters(flow_id=flow.id)
+        rows, total = generations.list_page(ctx, filters, paging.limit, paging.offset)
+        return present_generations(rows, lambda image: present(request, image)), total
+
+    items, total = await read(request, load)
+    return page(items, total, paging)
 
 
 async def flow_images(request: Request, flow_id: str) -> HTTPResponse:
     """The flow's images, newest first."""
-    flow = _flow(request, flow_id)
+    flow = await _flow(request, flow_id)
     paging = pagination(request)
-    rows, total = services_of(request).images.list_page(
-        context_of(request), ImageFilters(flow_id=flow.id), paging.limit, paging.offset
+    rows, total = await read(
+        request,
+        services_of(request).images.list_page,
+        context_of(request),
+        ImageFilters(flow_id=flow.id),
+        paging.limit,
+        paging.offset,
     )
     return page([present(request, image) for image in rows], total, paging)
 
 
 async def set_flow_aliases(request: Request, flow_id: str) -> HTTPResponse:
     """Merge ``{"aliases": {"@name": "<imageId>"}}`` into the flow's alias map."""
-    flow = _flow(request, flow_id)
+    flow = await _flow(request, flow_id)
     aliases = Body.of(request, required=True).mapping("aliases", required=True)
     if aliases is None:
         raise ValidationError("aliases must be an object of @alias to image id.", "aliases")
-    services_of(request).flows.set_aliases(flow, aliases)
-    return _shown(request, flow)
+    await write(request, services_of(request).flows.set_aliases, flow, aliases)
+    return await _shown(request, flow)
 
 
 async def delete_flow_alias(request: Request, flow_id: str, alias: str) -> HTTPResponse:
     """Remove one alias from the flow's map."""
-    flow = _flow(request, flow_id)
-    services_of(request).flows.remove_alias(flow, alias)
-    return _shown(request, flow)
+    flow = await _flow(request, flow_id)
+    await write(request, services_of(request).flows.remove_alias, flow, alias)
+    return await _shown(request, flow)
 
 
 async def regenerate_flow(request: Request, flow_id: str) -> HTTPResponse:
     """Regenerate the flow's newest generation, in place."""
     services = services_of(request)
-    generation = services.flows.newest_generation(_flow(request, flow_id))
+    flow = await _flow(request, flow_id)
+    generation = await read(request, services.flows.newest_generation, flow)
     updated = await services.generations.regenerate(context_of(request), generation)
-    return ok(present_one(request, updated))
+    return ok(await present_one(request, updated))
 
 
 async def delete_flow(request: Request, flow_id: str) -> HTTPResponse:
     """Delete the flow, its generations and its unaliased images."""
-    flow = _flow(request, flow_id)
+    flow = await _flow(request, flow_id)
     await services_of(request).flows.delete(flow)
     return ok({"id": flow.id})

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from banatie_local.constants import DEFAULT_API_ASPECT_RATIO
-from banatie_local.db.models import Generation
+from banatie_local.db.models import Generation, Image
 from banatie_local.errors import ValidationError
-from banatie_local.http.auth import context_of, services_of
+from banatie_local.http.auth import context_of, read, services_of
 from banatie_local.http.responses import ok, page
 from banatie_local.http.routes.images import flow_arg, present
 from banatie_local.http.validation import Body, pagination
@@ -27,8 +28,14 @@ from banatie_local.services.validation import check_meta
 MAX_REF_LENGTH = 100
 
 
-def present_one(request: Request, generation: Generation) -> dict[str, Any]:
-    return present_generations([generation], lambda image: present(request, image))[0]
+async def present_one(request: Request, generation: Generation) -> dict[str, Any]:
+    """The generation object; its relations are loaded on a reader thread."""
+    items = await read(request, present_generations, [generation], _presenter(request))
+    return items[0]
+
+
+def _presenter(request: Request) -> Callable[[Image], dict[str, Any]]:
+    return lambda image: present(request, image)
 
 
 def _references(body: Body) -> list[str]:
@@ -85,7 +92,7 @@ async def create_generation(request: Request) -> HTTPResponse:
     generation = await services_of(request).generations.create(
         context_of(request), _generation_request(body), wait=wait
     )
-    return ok(present_one(request, generation), 201 if wait else 202)
+    return ok(await present_one(request, generation), 201 if wait else 202)
 
 
 async def list_generations(request: Request) -> HTTPResponse:
@@ -95,26 +102,31 @@ async def list_generations(request: Request) -> HTTPResponse:
     if status is not None and status not in STATUSES:
         raise ValidationError(f"status must be one of {', '.join(STATUSES)}.", "status")
     filters = GenerationFilters(flow_id=flow_arg(request), status=status)
-    rows, total = services_of(request).generations.list_page(
-        context_of(request), filters, paging.limit, paging.offset
-    )
-    items = present_generations(rows, lambda image: present(request, image))
+    generations, ctx = services_of(request).generations, context_of(request)
+    presenter = _presenter(request)
+
+    def load() -> tuple[list[dict[str, Any]], int]:
+        rows, total = generations.list_page(ctx, filters, paging.limit, paging.offset)
+        return present_generations(rows, presenter), total
+
+    items, total = await read(request, load)
     return page(items, total, paging)
 
 
-def _generation(request: Request, generation_id: str) -> Generation:
-    return services_of(request).generations.get(context_of(request), generation_id)
+async def _generation(request: Request, generation_id: str) -> Generation:
+    generations = services_of(request).generations
+    return await read(request, generations.get, context_of(request), generation_id)
 
 
 async def get_generation(request: Request, generation_id: str) -> HTTPResponse:
     """One generation with its output and reference images."""
-    return ok(present_one(request, _generation(request, generation_id)))
+    return ok(await present_one(request, await _generation(request, generation_id)))
 
 
 async def update_generation(request: Request, generation_id: str) -> HTTPResponse:
     """Change ``meta``/``flowId``; a new ``prompt`` or ``aspectRatio`` regenerates in place."""
     body = Body.of(request, required=True)
-    generation = _generation(request, generation_id)
+    generation = await _generation(request, generation_id)
     meta = body.data.get("meta", ABSENT)
     updated = await services_of(request).generations.update(
         context_of(request),
@@ -124,18 +136,18 @@ async def update_generation(request: Request, generation_id: str) -> HTTPRespons
         flow_id=body.data.get("flowId", ABSENT),
         meta=None if meta is ABSENT else check_meta({} if meta is None else meta),
     )
-    return ok(present_one(request, updated))
+    return ok(await present_one(request, updated))
 
 
 async def regenerate_generation(request: Request, generation_id: str) -> HTTPResponse:
     """Run again with the stored parameters, in place (same image id and URL)."""
-    generation = _generation(request, generation_id)
+    generation = await _generation(request, generation_id)
     updated = await services_of(request).generations.regenerate(context_of(request), generation)
-    return ok(present_one(request, updated))
+    return ok(await present_one(request, updated))
 
 
 async def delete_generation(request: Request, generation_id: str) -> HTTPResponse:
     """Delete the generation; its image goes too unless it has a project alias."""
-    generation = _generation(request, generation_id)
+    generation = await _generation(request, generation_id)
     await services_of(request).generations.delete(generation)
     return ok({"id": generation.id})

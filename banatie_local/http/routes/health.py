@@ -18,13 +18,14 @@ from banatie_local.constants import (
 )
 from banatie_local.http.auth import services_of
 from banatie_local.http.responses import ok, plain
+from banatie_local.services.container import Services
 
 
 async def health(request: Request) -> HTTPResponse:
     """Liveness and readiness: 200 when the database and storage work, else 503."""
     services = services_of(request)
     try:
-        services.db.execute_sql("SELECT 1").fetchone()
+        await services.db.read(_probe, services)
         database_ok = True
     except Exception:
         database_ok = False
@@ -36,12 +37,17 @@ async def health(request: Request) -> HTTPResponse:
         "uptimeSeconds": round(time.monotonic() - services.started_at, 3),
         "provider": services.settings.provider_name,
         "storage": services.storage.name,
+        "workers": services.settings.server.workers,
         "checks": {
             "database": "ok" if database_ok else "failing",
             "storage": "ok" if storage_ok else "failing",
         },
     }
     return plain(body, 200 if healthy else 503)
+
+
+def _probe(services: Services) -> None:
+    services.db.execute_sql("SELECT 1").fetchone()
 
 
 async def info(request: Request) -> HTTPResponse:

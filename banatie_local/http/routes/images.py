@@ -9,7 +9,7 @@ from sanic.response import HTTPResponse
 
 from banatie_local.db.models import Image
 from banatie_local.errors import ValidationError
-from banatie_local.http.auth import context_of, services_of
+from banatie_local.http.auth import context_of, read, services_of, write
 from banatie_local.http.responses import ok, page
 from banatie_local.http.validation import Body, pagination, parse_json
 from banatie_local.services.aliases import ALIAS_RE, check_alias
@@ -87,30 +87,36 @@ async def list_images(request: Request) -> HTTPResponse:
     if alias is not None and not ALIAS_RE.fullmatch(alias):
         raise ValidationError("alias must look like @name.", "alias", "INVALID_ALIAS_FORMAT")
     filters = ImageFilters(flow_id=flow_arg(request), source=source, alias=alias)
-    images, total = services_of(request).images.list_page(
-        context_of(request), filters, paging.limit, paging.offset
+    images, total = await read(
+        request,
+        services_of(request).images.list_page,
+        context_of(request),
+        filters,
+        paging.limit,
+        paging.offset,
     )
     return page([present(request, image) for image in images], total, paging)
 
 
-def _image(request: Request, ref: str) -> Image:
-    return services_of(request).images.get(context_of(request), ref, flow_arg(request))
+async def _image(request: Request, ref: str) -> Image:
+    images, flow = services_of(request).images, flow_arg(request)
+    return await read(request, images.get, context_of(request), ref, flow)
 
 
 async def get_image(request: Request, ref: str) -> HTTPResponse:
     """One image by id or ``@alias`` (``?flowId=`` gives the flow context)."""
-    return ok(present(request, _image(request, ref)))
+    return ok(present(request, await _image(request, ref)))
 
 
 async def update_image(request: Request, ref: str) -> HTTPResponse:
     """Change ``focalPoint`` and ``meta``; an ``alias`` field is ignored."""
     body = Body.of(request)
-    image = _image(request, ref)
     meta = body.data.get("meta", ABSENT)
-    updated = services_of(request).images.update(
-        image,
-        focal_point=body.data.get("focalPoint", ABSENT),
-        meta=None if meta is ABSENT else check_meta({} if meta is None else meta),
+    images, ctx, flow = services_of(request).images, context_of(request), flow_arg(request)
+    focal_point = body.data.get("focalPoint", ABSENT)
+    new_meta = None if meta is ABSENT else check_meta({} if meta is None else meta)
+    updated = await write(
+        request, lambda: images.update(images.get(ctx, ref, flow), focal_point, new_meta)
     )
     return ok(present(request, updated))
 
@@ -123,12 +129,13 @@ async def set_image_alias(request: Request, ref: str) -> HTTPResponse:
     alias = body.text("alias", max_length=MAX_FIELD_LENGTH)
     if alias is not None:
         alias = check_alias(alias)
-    image = services_of(request).images.set_alias(_image(request, ref), alias)
+    images, ctx, flow = services_of(request).images, context_of(request), flow_arg(request)
+    image = await write(request, lambda: images.set_alias(images.get(ctx, ref, flow), alias))
     return ok(present(request, image))
 
 
 async def delete_image(request: Request, ref: str) -> HTTPResponse:
     """Delete the image, its file, and every reference to it."""
-    image = _image(request, ref)
+    image = await _image(request, ref)
     await services_of(request).images.delete(image)
     return ok({"id": image.id})

@@ -29,7 +29,10 @@ def respond(request: Request, result: LiveResult) -> HTTPResponse:
 async def live_url(request: Request, org: str, project: str, scope: str) -> HTTPResponse:
     """Generate once, then serve from cache: ``?prompt=&aspectRatio=&autoEnhance=&template=``."""
     live = services_of(request).live
-    known = live.known_query(org, project, scope, request.query_string, request.args.get)
+    # the hot path: a repeat query and a cached image cost two dictionary lookups
+    known = live.known_keys.get((org, project, scope, request.query_string))
+    if known is None:
+        known = await live.known_query(org, project, scope, request.query_string, request.args.get)
     result = live.memory_hit(known.key)
     if result is None:
         client = live.client_ip(request.ip, request.headers.get("x-forwarded-for"))
@@ -46,7 +49,7 @@ async def live_generate(request: Request) -> HTTPResponse:
     ctx = context_of(request)
     slugs = (ctx.organization.slug, ctx.project.slug)
     scope = request.args.get("scope") or "default"
-    known = live.known_query(*slugs, scope, request.query_string, request.args.get)
+    known = await live.known_query(*slugs, scope, request.query_string, request.args.get)
     result = live.memory_hit(known.key)
     if result is None:
         result = await live.resolve(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from banatie_local.http.auth import context_of, services_of
+from banatie_local.http.auth import context_of, services_of, write
 from banatie_local.http.responses import ok
 from banatie_local.http.validation import Body
 from banatie_local.services.projects import MAX_SCOPE_GENERATION_LIMIT, project_to_dict
@@ -21,7 +21,9 @@ async def update_project(request: Request) -> HTTPResponse:
     """Change ``allowNewLiveScopes`` and ``newLiveScopesGenerationLimit``."""
     context = context_of(request)
     body = Body.of(request, required=True)
-    project = services_of(request).projects.update_settings(
+    project = await write(
+        request,
+        services_of(request).projects.update_settings,
         context.project,
         allow_new_live_scopes=body.boolean("allowNewLiveScopes"),
         new_live_scopes_generation_limit=body.integer(

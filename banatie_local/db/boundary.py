@@ -1,0 +1,138 @@
+"""The database boundary: async code reaches the database only through ``Database``.
+
+Services stay plain synchronous Peewee code; the event loop hands each unit of work
+to a thread and awaits it, so a slow or locked database never stalls other requests:
+
+- ``await db.read(fn, *args)`` runs ``fn`` on a small pool of reader threads. Their
+  connections are ``query_only``, so a write slipped into a read fails loudly.
+- ``await db.write(fn, *args)`` runs ``fn`` on the one writer thread, inside one
+  short ``BEGIN IMMEDIATE`` transaction. Writes run in the order they were asked
+  for, and never contend with each other inside this process.
+- ``await db.quick_write(fn, *args)`` is a write on a second, separate thread that
+  waits at most ``QUICK_WAIT_MS`` for the lock: the rate-limit admission, which must
+  not queue behind a long write or wait out another process's lock.
+
+Each write carries a deadline of ``database.busy_timeout_ms`` from when it was asked
+for. SQLite's busy handler waits only for what is left of it, and a write still
+queued when its deadline passes is refused without running, so a locked database
+answers 503 ``DATABASE_BUSY`` in bounded time instead of freezing or failing with 500.
+
+Peewee keeps one connection per thread, so each thread here has its own. The CLI,
+which has no event loop to protect, calls services directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, ParamSpec, TypeVar
+
+from peewee import Database as PeeweeDatabase
+from peewee import OperationalError
+
+from banatie_local.errors import DatabaseBusyError
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+QUICK_WAIT_MS: Final = 50
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether a driver error means another connection holds the lock."""
+    text = str(exc).lower()
+    return isinstance(exc, OperationalError) and ("locked" in text or "busy" in text)
+
+
+class Database:
+    """The one object through which async code reaches the database."""
+
+    def __init__(self, raw: PeeweeDatabase, busy_timeout_ms: int, read_threads: int) -> None:
+        self.raw = raw
+        self.busy_timeout_ms = busy_timeout_ms
+        self._reads = ThreadPoolExecutor(
+            read_threads, "db-read", initializer=self._open, initargs=(True,)
+        )
+        self._writes = ThreadPoolExecutor(1, "db-write", initializer=self._open, initargs=(False,))
+        self._quick = ThreadPoolExecutor(1, "db-quick", initializer=self._open, initargs=(False,))
+        self._busy_events = 0
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------ synchronous pass-through
+
+    def atomic(self) -> Any:
+        """A transaction for synchronous code already inside the boundary (or the CLI)."""
+        return self.raw.atomic()
+
+    def execute_sql(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        return self.raw.execute_sql(sql, params)
+
+    # ------------------------------------------------------------------ async edge
+
+    async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn`` on a reader thread (no transaction, no writes)."""
+        return await _submit(self._reads, self._run_read, fn, args, kwargs)
+
+    async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn`` in one transaction on the writer thread; 503 if the database
+        stays locked past ``busy_timeout_ms``."""
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        return await _submit(self._writes, self._run_write, fn, args, kwargs, deadline)
+
+    async def quick_write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A write that waits at most ``QUICK_WAIT_MS`` for the lock, on its own thread."""
+        deadline = time.monotonic() + QUICK_WAIT_MS / 1000
+        return await _submit(self._quick, self._run_write, fn, args, kwargs, deadline)
+
+    @property
+    def busy_events(self) -> int:
+        """How many units of work were refused because the database stayed locked."""
+        return self._busy_events
+
+    # ---------------------------------------------------------------- thread side
+
+    def _open(self, read_only: bool) -> None:
+        self.raw.connect(reuse_if_open=True)
+        if read_only:
+            self.raw.execute_sql("PRAGMA query_only = 1")
+
+    def _run_read(self, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except OperationalError as exc:
+            if is_busy(exc):
+                self._count_busy()
+                raise DatabaseBusyError() from exc
+            raise
+
+    def _run_write(self, fn: Callable[..., T], args: Any, kwargs: Any, deadline: float) -> T:
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0:  # waited in the queue behind a locked database
+            self._count_busy()
+            raise DatabaseBusyError()
+        self.raw.execute_sql(f"PRAGMA busy_timeout = {remaining_ms}")
+        try:
+            with self.raw.atomic():
+                return fn(*args, **kwargs)
+        except OperationalError as exc:
+            if is_busy(exc):
+                self._count_busy()
+                raise DatabaseBusyError() from exc
+            raise
+
+    def _count_busy(self) -> None:
+        with self._lock:
+            self._busy_events += 1
+
+    def close(self) -> None:
+        """Stop the threads (their connections close with them) and this thread's own."""
+        for pool in (self._reads, self._writes, self._quick):
+            pool.shutdown(wait=True)
+        self.raw.close()
+
+
+async def _submit(pool: ThreadPoolExecutor, runner: Callable[..., T], *args: Any) -> T:
+    return await asyncio.wrap_future(pool.submit(runner, *args))
