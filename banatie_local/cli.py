@@ -8,6 +8,7 @@ one sentence on stderr.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import socket
@@ -187,35 +188,37 @@ def init(no_keys: bool, as_json: bool) -> None:
 @common_options
 @click.option("--host", help="Bind address (server.host).")
 @click.option("--port", type=int, help="TCP port (server.port).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Worker processes on the one port (server.workers); they share one budget.",
+)
 @click.option("--no-keys", is_flag=True, help="On first run, create no keys (see init).")
-def serve(host: str | None, port: int | None, no_keys: bool) -> None:
+def serve(host: str | None, port: int | None, workers: int | None, no_keys: bool) -> None:
     """Initialise on first run, then serve the API until Ctrl-C or SIGTERM.
 
     Safe to stop at any time: hit counts are written, and background generations
     still running are recorded as interrupted."""
-    from banatie_local.http import create_app
-
-    settings = load({"server.host": host, "server.port": port})
+    settings = load({"server.host": host, "server.port": port, "server.workers": workers})
     configure_logging(settings.log.level)
     # Fail before first-run initialisation, so no keys are made for a server that
     # cannot start.
     _check_can_listen(settings.server.host, settings.server.port)
     services = open_services(settings)
     _print_init(initialize(services, create_keys=not no_keys), settings, as_json=False)
-    app = create_app(settings, services)
+    count = settings.server.workers
     click.echo(
         f"banatie-local {__version__} serving on {settings.public_base_url} "
         f"(provider: {settings.provider_name}, storage: {services.storage.name}, "
-        f"data: {settings.data_dir})"
+        f"data: {settings.data_dir}"
+        + (f", workers: {count})" if count > 1 else ")")
     )
     try:
-        app.run(
-            host=settings.server.host,
-            port=settings.server.port,
-            single_process=True,
-            access_log=settings.server.access_log,
-            motd=False,
-        )
+        if count == 1:
+            _serve_one(settings, services)
+        else:
+            services.close()  # each worker opens its own
+            _serve_many(settings)
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {settings.server.host}:{settings.server.port}: "
@@ -224,6 +227,39 @@ def serve(host: str | None, port: int | None, no_keys: bool) -> None:
     finally:
         services.close()
     click.echo("banatie-local stopped.")
+
+
+def _serve_one(settings: Settings, services: Services) -> None:
+    from banatie_local.http import create_app
+
+    create_app(settings, services).run(
+        host=settings.server.host,
+        port=settings.server.port,
+        single_process=True,
+        access_log=settings.server.access_log,
+        motd=False,
+    )
+
+
+def _serve_many(settings: Settings) -> None:
+    """N worker processes on one port, each built by the app factory in its own
+    process (its own database threads and memory caches, coherent through the
+    database); the main process only supervises them."""
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    from banatie_local.http import create_app
+
+    loader = AppLoader(factory=functools.partial(create_app, settings))
+    app = loader.load()
+    app.prepare(
+        host=settings.server.host,
+        port=settings.server.port,
+        workers=settings.server.workers,
+        access_log=settings.server.access_log,
+        motd=False,
+    )
+    Sanic.serve(primary=app, app_loader=loader)
 
 
 def _check_can_listen(host: str, port: int) -> None:
