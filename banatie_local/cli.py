@@ -11,6 +11,7 @@ import asyncio
 import functools
 import json
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -250,7 +251,7 @@ def _serve_many(settings: Settings) -> None:
 
     from banatie_local.http import create_app
 
-    loader = AppLoader(factory=functools.partial(create_app, settings))
+    loader = AppLoader(factory=functools.partial(create_app, settings, name="banatie_local"))
     app = loader.load()
     app.prepare(
         host=settings.server.host,
@@ -259,6 +260,20 @@ def _serve_many(settings: Settings) -> None:
         access_log=settings.server.access_log,
         motd=False,
     )
+
+    @app.main_process_ready
+    async def _stop_through_the_monitor(app: Sanic[Any, Any]) -> None:
+        # Sanic's own handler talks to the worker-state manager from inside a signal
+        # handler, which can deadlock when the signal lands during a call to that same
+        # manager (seen while workers start); asking the monitor loop to stop is safe.
+        publisher = app.manager.monitor_publisher
+
+        def stop(signum: int, frame: object) -> None:
+            publisher.send("__TERMINATE__")
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
     Sanic.serve(primary=app, app_loader=loader)
 
 

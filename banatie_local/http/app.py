@@ -165,10 +165,14 @@ class TimedRequest(Request):
             raise RequestTimeout("the request body was not received in time.") from None
 
 
-def create_app(settings: Settings, services: Services | None = None) -> Sanic[Any, Any]:
-    """Build the application. ``services`` is opened from ``settings`` if not given."""
+def create_app(
+    settings: Settings, services: Services | None = None, name: str | None = None
+) -> Sanic[Any, Any]:
+    """Build the application. ``services`` is opened from ``settings`` if not given;
+    ``name`` is fixed for worker processes (the supervisor and every worker must
+    build an app of the same name), else unique per call."""
     services = services or open_services(settings)
-    name = f"banatie_local_{next(_app_numbers)}"
+    name = name or f"banatie_local_{next(_app_numbers)}"
     request_class = type(
         "BanatieRequest", (TimedRequest,), {"body_timeout": settings.server.request_timeout}
     )

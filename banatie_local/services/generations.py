@@ -119,7 +119,7 @@ class GenerationService:
     cascade: Cascade
     provider: ImageProvider
     owner: str = field(default_factory=owner_id)  # this process, as lease holder
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _tasks: set[asyncio.Task[Generation]] = field(default_factory=set, init=False)
     _running: set[str] = field(default_factory=set, init=False)
     # The meta a first output image gets, by generation, while its run is pending.
     _image_meta: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
@@ -153,7 +153,11 @@ class GenerationService:
         generation_id = await self.db.write(self._record, ctx, request, values, choice, context)
         if request.image_meta:
             self._image_meta[generation_id] = request.image_meta
-        await self._dispatch(ctx, generation_id, wait)
+        if wait:
+            return await self.run(ctx, generation_id)
+        task = asyncio.get_running_loop().create_task(self.run(ctx, generation_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return await self.db.read(self.get_by_id, generation_id)
 
     def _record(
@@ -199,27 +203,21 @@ class GenerationService:
                 alias_name=ref.alias,
             )
 
-    async def _dispatch(self, ctx: Context, generation_id: str, wait: bool) -> None:
-        if wait:
-            await self.run(ctx, generation_id)
-            return
-        task = asyncio.get_running_loop().create_task(self.run(ctx, generation_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     # -------------------------------------------------------------------- run
 
-    async def run(self, ctx: Context, generation_id: str) -> None:
-        """Take a generation from pending to success or failed. Never raises for a
-        provider failure; a storage failure is recorded and then re-raised."""
+    async def run(self, ctx: Context, generation_id: str) -> Generation:
+        """Take a generation from pending to success or failed; return its final row.
+        Never raises for a provider failure; a storage failure is recorded and then
+        re-raised."""
         self._running.add(generation_id)
         try:
-            await self._run(ctx, generation_id)
+            return await self._run(ctx, generation_id)
         finally:
             self._running.discard(generation_id)
             self._image_meta.pop(generation_id, None)
 
-    def _start(self, generation_id: str) -> Generation:
+    def _start(self, generation_id: str) -> tuple[Generation, list[Image], Image | None]:
+        """Mark it processing; with its reference rows and existing output (one write)."""
         generation: Generation = Generation.get_by_id(generation_id)
         self._set(
             generation,
@@ -228,10 +226,15 @@ class GenerationService:
             lease_owner=self.owner,
             lease_expires_at=self.clock.now_us() + LEASE_US,
         )
-        return generation
+        existing = (
+            Image.get_or_none(Image.id == generation.output_image_id)
+            if generation.output_image_id
+            else None
+        )
+        return generation, _reference_rows(generation_id), existing
 
-    async def _run(self, ctx: Context, generation_id: str) -> None:
-        generation = await self.db.write(self._start, generation_id)
+    async def _run(self, ctx: Context, generation_id: str) -> Generation:
+        generation, reference_rows, existing = await self.db.write(self._start, generation_id)
         started = time.perf_counter()
         meta = {k: v for k, v in generation.meta.items() if k not in SYSTEM_META}
         meta["provider"] = self.provider.name
@@ -239,13 +242,13 @@ class GenerationService:
             prompt, original, enhancement_error = await self._enhance(generation)
             if enhancement_error:
                 meta["enhancementError"] = enhancement_error
-            references = await self._reference_bytes(generation.id)
+            references = await self._reference_bytes(reference_rows)
             result = await self.provider.generate(prompt, generation.aspect_ratio, references)
             meta["model"] = result.model
-            image_id = await self._store(ctx, generation, result)
+            image_id = await self._store(ctx, generation, existing, result)
         except ProviderError as exc:
             await self._finish(generation, started, meta, "failed", error=exc.message)
-            return
+            return generation
         except StorageError as exc:
             await self._finish(
                 generation, started, meta, "failed", error=f"storage failed: {exc}"
@@ -259,7 +262,7 @@ class GenerationService:
             await self._finish(
                 generation, started, meta, "failed", error="internal error; see the log."
             )
-            return
+            return generation
         await self._finish(
             generation,
             started,
@@ -269,6 +272,7 @@ class GenerationService:
             original_prompt=original,
             output_image_id=image_id,
         )
+        return generation
 
     async def _enhance(self, generation: Generation) -> tuple[str, str | None, str | None]:
         """``(prompt for the model, original prompt or None, enhancement error or None)``."""
@@ -284,8 +288,7 @@ class GenerationService:
             return text, None, None
         return enhanced, text, None
 
-    async def _reference_bytes(self, generation_id: str) -> list[ReferenceImage]:
-        rows = await self.db.read(_reference_rows, generation_id)
+    async def _reference_bytes(self, rows: list[Image]) -> list[ReferenceImage]:
         found = []
         for row in rows:
             try:
@@ -294,7 +297,13 @@ class GenerationService:
                 log.warning("reference image file %s is missing; skipped", row.storage_key)
         return found
 
-    async def _store(self, ctx: Context, generation: Generation, result: GeneratedImage) -> str:
+    async def _store(
+        self,
+        ctx: Context,
+        generation: Generation,
+        existing: Image | None,
+        result: GeneratedImage,
+    ) -> str:
         """Write the output: over the existing output image (regeneration), else new."""
         file_hash = hashlib.sha256(result.data).hexdigest()
         facts = {
@@ -304,11 +313,6 @@ class GenerationService:
             "width": result.width,
             "height": result.height,
         }
-        existing = (
-            await self.db.read(Image.get_or_none, Image.id == generation.output_image_id)
-            if generation.output_image_id
-            else None
-        )
         if existing is not None:
             await self.storage.put(existing.storage_key, result.data, result.mime_type)
             await self.db.write(self._rewrite_image, existing.id, facts)
@@ -386,8 +390,7 @@ class GenerationService:
         await self.db.write(
             self._set, generation, status="pending", retry_count=generation.retry_count + 1
         )
-        await self.run(ctx, generation.id)
-        return await self.db.read(self.get_by_id, generation.id)
+        return await self.run(ctx, generation.id)
 
     async def update(
         self,

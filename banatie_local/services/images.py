@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,14 +210,32 @@ class ImageService:
         row = self.db.execute_sql(query, (org, project, value)).fetchone()
         return (row[0], row[1], row[2], row[3]) if row else None
 
-    async def public_bytes(self, image_id: str, mime: str, file_hash: str, key: str) -> CachedImage:
+    def public_fetch(
+        self, org: str, project: str, ref: str, reader: Callable[[str], bytes] | None
+    ) -> tuple[tuple[str, str, str, str] | None, bytes | None]:
+        """``public_lookup`` and, when storage reads fast, the bytes (one thread hop);
+        a missing file reads as ``b""``."""
+        found = self.public_lookup(org, project, ref)
+        if found is None or reader is None:
+            return found, None
+        try:
+            return found, reader(found[3])
+        except FileNotFoundError:
+            return found, b""
+
+    async def public_bytes(
+        self, image_id: str, mime: str, file_hash: str, key: str, data: bytes | None = None
+    ) -> CachedImage:
         """The stored bytes with their response headers; 404 if the file is missing."""
         try:
-            data = await self.storage.get(key)
+            if data is None:
+                data = await self.storage.get(key)
         except FileNotFoundError:
-            raise NotFoundError(f"image {image_id} does not exist.", "IMAGE_NOT_FOUND") from None
+            data = b""
         except StorageError:
             raise
+        if not data:
+            raise NotFoundError(f"image {image_id} does not exist.", "IMAGE_NOT_FOUND")
         etag = f'"{file_hash}"'
         headers = {
             "Cache-Control": f"public, max-age={self.settings.cdn.max_age}",

@@ -331,19 +331,35 @@ class LiveService:
 
     async def _stored_hit(self, key: str) -> LiveResult | None:
         epoch = self.cache.epoch
-        row = await self.db.read(self._entry_row, key)
+        reader = self.storage.fast_reader()
+        row, data = await self.db.read(self._entry_and_bytes, key, reader)
         if row is None:
             return None
         image_id, hits, mime, file_hash, storage_key, scope = row
         try:
-            data = await self.storage.get(storage_key)
+            if data is None:
+                data = await self.storage.get(storage_key)
         except FileNotFoundError:
+            data = b""
+        if not data:
             log.error("live image %s has no file; treating as a miss", image_id)
             return None
         entry = self._entry(image_id, data, mime, file_hash, scope)
         self.cache.put(("live", key), entry, epoch)
         self.counter.known(key, int(hits))
         return LiveResult(entry, "HIT", self.counter.hit(key))
+
+    def _entry_and_bytes(
+        self, key: str, reader: Callable[[str], bytes] | None
+    ) -> tuple[tuple[Any, ...] | None, bytes | None]:
+        """The entry's row, and its bytes when storage reads fast (one thread hop)."""
+        row = self._entry_row(key)
+        if row is None or reader is None:
+            return row, None
+        try:
+            return row, reader(row[4])
+        except FileNotFoundError:
+            return row, b""
 
     def _entry_row(self, key: str) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self.db.execute_sql(_ENTRY_LOOKUP, (key,)).fetchone()

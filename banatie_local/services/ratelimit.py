@@ -103,10 +103,16 @@ class SharedLimiter:
         return decision
 
     def _admit_and(
-        self, bucket: str, limit: int, now: float, then: Callable[[], None] | None
+        self,
+        bucket: str,
+        limit: int,
+        now: float,
+        then: Callable[[], None] | None,
+        pending: list[tuple[str, int]],
     ) -> Decision:
+        self._insert(pending)  # what a lock let through is counted before anything new
         decision = self.admit_now(bucket, limit, now)
-        if then is not None:
+        if then is not None and decision.allowed:
             then()
         return decision
 
@@ -118,10 +124,16 @@ class SharedLimiter:
         """Admit one event for ``bucket``; ``then`` runs in the same transaction
         (``lastUsedAt``). Never waits out another process's lock (see the module)."""
         now = self._now()
+        pending, self._pending = self._pending, []
         try:
-            decision = await self.db.quick_write(self._admit_and, bucket, limit, now, then)
-        except DatabaseBusyError:
-            return self._allowance(bucket, limit, now)
+            decision = await self.db.quick_write(
+                self._admit_and, bucket, limit, now, then, pending
+            )
+        except BaseException as exc:
+            self._pending = pending + self._pending
+            if isinstance(exc, DatabaseBusyError):
+                return self._allowance(bucket, limit, now)
+            raise
         self._remaining[bucket] = decision.remaining
         return decision
 

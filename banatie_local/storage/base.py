@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Protocol
 
 # Keys are slash-separated segments of safe characters; no segment may be empty or
@@ -38,6 +39,11 @@ class Storage(Protocol):
     """Object storage. Every method validates its key before touching anything."""
 
     name: str
+
+    def fast_reader(self) -> Callable[[str], bytes] | None:
+        """A blocking read cheap enough to run on a database reader thread together
+        with the row lookup (local files), or None (network storage: use ``get``)."""
+        ...
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         """Store ``data`` under ``key`` atomically: readers see all or nothing."""

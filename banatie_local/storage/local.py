@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from stat import S_ISREG
 
@@ -124,6 +125,9 @@ class LocalStorage:
             if len(self._dirs) < _MAX_REMEMBERED_DIRS:
                 self._dirs[parent] = base
         return f"{base}/{name}"
+
+    def fast_reader(self) -> Callable[[str], bytes] | None:
+        return self.read_now
 
     async def get(self, key: str) -> bytes:
         # Never on the event loop: even a page-cache read can stall on a busy disk.

@@ -33,6 +33,9 @@ _UNREACHABLE = (MinioException, urllib3.exceptions.HTTPError, OSError, ValueErro
 class MinioStorage:
     name = "minio"
 
+    def fast_reader(self) -> Callable[[str], bytes] | None:
+        return None  # a network read must not hold a database reader thread
+
     def __init__(self, settings: StorageSettings) -> None:
         self.bucket = settings.minio_bucket
         # A refused or failed connection is retried once; a read that times out is

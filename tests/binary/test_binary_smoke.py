@@ -124,3 +124,38 @@ def test_serve_generation_live_upload_and_sigterm(
     assert proc.wait(15) == 0
     assert proc.stdout is not None
     assert "banatie-local stopped." in proc.stdout.read()
+
+
+def test_serve_with_two_workers_from_the_binary(data: Path) -> None:
+    """``serve --workers 2``: spawned workers re-enter the frozen executable."""
+    assert run("init", "--json", data=data).returncode == 0
+    port = free_port()
+    assert BINARY
+    proc = subprocess.Popen(
+        [BINARY, "--data-dir", str(data), "serve", "--port", str(port), "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        started = time.monotonic()
+        while True:
+            assert time.monotonic() - started < 60, "the binary's workers did not start"
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                health = httpx.get(f"{url}/health", timeout=2)
+                if health.status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert health.json()["workers"] == 2
+        live = httpx.get(f"{url}/cdn/default/default/live/bin?prompt=two%20workers", timeout=30)
+        assert live.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        assert "stopped" in out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

@@ -233,8 +233,11 @@ def test_a_killed_workers_claim_is_taken_over_and_one_image_results(cluster: Clu
         except httpx.HTTPError as exc:
             first.append(exc)
 
+    asked = len(cluster.gemini.image_requests())
     thread = threading.Thread(target=doomed, daemon=True)
     thread.start()
+    # kill only once the worker is inside its provider call (the delayed answer is its)
+    assert eventually(lambda: len(cluster.gemini.image_requests()) > asked, timeout=10)
     claim = eventually(lambda: cluster.sql("SELECT holder FROM live_claims"), timeout=10)
     assert claim, "no claim was taken"
     pid = int(str(claim[0][0]).split(":")[1])

@@ -39,13 +39,16 @@ async def cdn_image(request: Request, org: str, project: str, ref: str) -> HTTPR
     entry = cache.get(key)
     if entry is None:
         epoch = cache.epoch
-        found = await services.db.read(services.images.public_lookup, org, project, ref)
+        images = services.images
+        found, data = await services.db.read(
+            images.public_fetch, org, project, ref, services.storage.fast_reader()
+        )
         if found is None:
             raise NotFoundError(f"image {ref} does not exist.", "IMAGE_NOT_FOUND")
         image_id, mime, file_hash, storage_key = found
         if etag_matches(request.headers.get("if-none-match"), f'"{file_hash}"'):
             return not_modified(f'"{file_hash}"', image_id, services.settings.cdn.max_age)
-        entry = await services.images.public_bytes(image_id, mime, file_hash, storage_key)
+        entry = await images.public_bytes(image_id, mime, file_hash, storage_key, data)
         cache.put(key, entry, epoch)
     elif etag_matches(request.headers.get("if-none-match"), entry.etag):
         return not_modified(entry.etag, entry.image_id, services.settings.cdn.max_age)
