@@ -245,7 +245,15 @@ class GenerationService:
             references = await self._reference_bytes(reference_rows)
             result = await self.provider.generate(prompt, generation.aspect_ratio, references)
             meta["model"] = result.model
-            image_id = await self._store(ctx, generation, existing, result)
+
+            def succeed(image_id: str) -> None:  # in the same write as the image row
+                self._set(
+                    generation, status="success", error_message=None, meta=meta,
+                    processing_time_ms=int((time.perf_counter() - started) * 1000),
+                    prompt=prompt, original_prompt=original, output_image_id=image_id,
+                )  # fmt: skip
+
+            await self._store(ctx, generation, existing, result, succeed)
         except ProviderError as exc:
             await self._finish(generation, started, meta, "failed", error=exc.message)
             return generation
@@ -263,15 +271,6 @@ class GenerationService:
                 generation, started, meta, "failed", error="internal error; see the log."
             )
             return generation
-        await self._finish(
-            generation,
-            started,
-            meta,
-            "success",
-            prompt=prompt,
-            original_prompt=original,
-            output_image_id=image_id,
-        )
         return generation
 
     async def _enhance(self, generation: Generation) -> tuple[str, str | None, str | None]:
@@ -303,6 +302,7 @@ class GenerationService:
         generation: Generation,
         existing: Image | None,
         result: GeneratedImage,
+        succeed: Callable[[str], None],
     ) -> str:
         """Write the output: over the existing output image (regeneration), else new."""
         file_hash = hashlib.sha256(result.data).hexdigest()
@@ -315,24 +315,36 @@ class GenerationService:
         }
         if existing is not None:
             await self.storage.put(existing.storage_key, result.data, result.mime_type)
-            await self.db.write(self._rewrite_image, existing.id, facts)
+            await self.db.write(self._rewrite_image, existing.id, facts, succeed)
             return str(existing.id)
         image_id = new_id()
         key = image_key(ctx.organization.slug, ctx.project.slug, image_id)
         await self.storage.put(key, result.data, result.mime_type)
         try:
-            await self.db.write(self._insert_output, generation, image_id, key, facts)
+            await self.db.write(self._insert_output, generation, image_id, key, facts, succeed)
         except BaseException:
             await self.cascade.remove_files([key])
             raise
         return image_id
 
-    def _rewrite_image(self, image_id: str, facts: dict[str, Any]) -> None:
+    def _rewrite_image(
+        self,
+        image_id: str,
+        facts: dict[str, Any],
+        succeed: Callable[[str], None] | None = None,
+    ) -> None:
         Image.update(**facts, updated_at=self.clock.now_us()).where(Image.id == image_id).execute()
         self.cascade.cache.evict_image(image_id)
+        if succeed is not None:
+            succeed(image_id)
 
     def _insert_output(
-        self, generation: Generation, image_id: str, key: str, facts: dict[str, Any]
+        self,
+        generation: Generation,
+        image_id: str,
+        key: str,
+        facts: dict[str, Any],
+        succeed: Callable[[str], None],
     ) -> None:
         now = self.clock.now_us()
         image = Image.create(
@@ -349,6 +361,7 @@ class GenerationService:
         )
         Generation.update(output_image_id=image_id).where(Generation.id == generation.id).execute()
         self._output_aliases(generation, image)
+        succeed(image_id)
 
     def _output_aliases(self, generation: Generation, image: Image) -> None:
         if generation.output_alias:
