@@ -1022,10 +1022,12 @@ def test_cli_shows_a_key_only_when_it_makes_it(
         assert not KEY_IN_TEXT.search(output), output
         for key in keys:
             assert key[12:] not in output
-    listed = json.loads(quiet[1])
+    # the JSON document comes first; stderr may follow it in the mixed output
+    listed = json.JSONDecoder().raw_decode(quiet[1])[0]
     assert sorted(k["keyPrefix"] for k in listed) == sorted(k[:12] for k in keys)
-    assert json.loads(quiet[3])["masterKey"] is None
-    assert json.loads(quiet[3])["projectKey"] is None
+    init_json = json.JSONDecoder().raw_decode(quiet[3])[0]
+    assert init_json["masterKey"] is None
+    assert init_json["projectKey"] is None
     for record in caplog.records:
         assert not KEY_IN_TEXT.search(record_text(record))
 
