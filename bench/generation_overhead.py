@@ -4,7 +4,7 @@ Starts the real server in a child process with a provider that returns a prebuil
 image instantly, then, over one keep-alive connection, times 200 sequential
 ``POST /api/v1/generations`` and 200 ``GET /health``. Prints both medians and their
 difference: what a generation costs beyond a trivial request (validation, rows,
-storage write with fsync, response shaping). Target: under 15 ms.
+storage write with fsync, response shaping). Target: at most 5 ms.
 
     python bench/generation_overhead.py [--requests 200]
 """
@@ -22,7 +22,7 @@ import time
 
 import httpx
 
-TARGET_MS = 15.0
+TARGET_MS = 5.0
 
 
 def serve(port: int, data_dir: str) -> None:
@@ -117,10 +117,10 @@ def main() -> None:
             child.send_signal(signal.SIGTERM)
             child.wait(20)
     overhead = gen_ms - health_ms
-    verdict = "PASS" if overhead < TARGET_MS else "FAIL"
+    verdict = "PASS" if overhead <= TARGET_MS else "FAIL"
     print(f"POST /api/v1/generations median: {gen_ms:.2f} ms ({args.requests} sequential)")
     print(f"GET /health median:              {health_ms:.2f} ms ({args.requests} sequential)")
-    target = f"target < {TARGET_MS:.0f} ms"
+    target = f"target <= {TARGET_MS:.0f} ms"
     print(f"generation overhead:             {overhead:.2f} ms ({target}) {verdict}")
 
 

@@ -1,16 +1,23 @@
 """Live-URL HIT and CDN image throughput against a bare Sanic app serving the same bytes.
 
-Three child processes, each a single-process Sanic server like ``banatie-local serve``:
+Five servers in child processes, started like ``banatie-local serve``:
 
-- the baseline: a bare Sanic app that answers one 200 KB PNG from memory;
-- banatie-local with its memory cache on (the image is generated once, then every
-  request is a live-URL HIT or a CDN image hit);
-- banatie-local with ``live.memory_cache_mb = 0`` (HITs come from one raw SQL query
-  plus a storage read).
+- banatie-local, one process, memory cache on: the image is generated once through
+  the live URL (a provider returns a prebuilt ~200 KB PNG), then every request is a
+  live-URL HIT or a CDN image hit;
+- banatie-local, one process, ``live.memory_cache_mb = 0``: HITs come from the
+  database and the storage file, read on the database boundary's threads;
+- the baseline: a bare Sanic app, one process, answering the bytes of that first
+  MISS response from memory;
+- banatie-local with ``server.workers = 2`` on the first server's data directory
+  (the same code path as ``banatie-local serve --workers 2``), so its HITs are of the
+  image generated there;
+- the bare Sanic app with two workers on one port, serving the same bytes.
 
-wrk (``-t2 -c32 -d10s --latency``) runs against each in turn, three rounds, and the
-medians of the per-round ratios are the figures. Targets: live HIT ≥ 0.7× the
-baseline's requests/s with p99 ≤ 2× its p99; cold-cache HIT ≥ 0.4×.
+wrk (``-t2 -c32 -d10s --latency``) runs against each figure in turn, three rounds,
+and the medians of the per-round ratios are the figures. Targets: live HIT ≥ 0.9×
+the one-process baseline's requests/s with p99 ≤ 1.3× its p99; cache-off HIT ≥ 0.6×;
+two workers ≥ 0.9× the two-worker baseline and ≥ 1.3× our one worker.
 
     python bench/live_hit.py [--duration 10] [--rounds 3]
 """
@@ -18,6 +25,7 @@ baseline's requests/s with p99 ≤ 2× its p99; cold-cache HIT ≥ 0.4×.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import random
 import re
@@ -30,6 +38,8 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -52,11 +62,13 @@ def image() -> bytes:
         side += 8
 
 
-def serve_baseline(port: int) -> None:
+def bare_app(path: str) -> Any:
+    """The baseline: one route answering the bytes in ``path`` from memory. Module
+    level, so that spawned workers can unpickle an ``AppLoader`` factory over it."""
     from sanic import Sanic
     from sanic.response import HTTPResponse
 
-    data = image()
+    data = Path(path).read_bytes()
     app = Sanic("baseline")
 
     @app.get("/img")
@@ -67,8 +79,24 @@ def serve_baseline(port: int) -> None:
             content_type="image/png",
         )
 
+    return app
+
+
+def serve_baseline(port: int, path: str, workers: int) -> None:
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    if workers == 1:
+        print("ready", flush=True)
+        bare_app(path).run(
+            host="127.0.0.1", port=port, single_process=True, access_log=False, motd=False
+        )
+        return
+    loader = AppLoader(factory=functools.partial(bare_app, path))
+    app = loader.load()
+    app.prepare(host="127.0.0.1", port=port, workers=workers, access_log=False, motd=False)
     print("ready", flush=True)
-    app.run(host="127.0.0.1", port=port, single_process=True, access_log=False, motd=False)
+    Sanic.serve(primary=app, app_loader=loader)
 
 
 def serve_app(port: int, data_dir: str, cache_mb: int) -> None:
@@ -108,6 +136,27 @@ def serve_app(port: int, data_dir: str, cache_mb: int) -> None:
     )
 
 
+def serve_workers(port: int, data_dir: str, workers: int) -> None:
+    """``banatie-local serve --workers N`` on a data directory whose image is already
+    generated: the provider (offline, which pickles) is never called."""
+    from banatie_local.cli import _serve_many
+    from banatie_local.config import load_settings
+
+    settings = load_settings(
+        data_dir=data_dir,
+        overrides={
+            "server.host": "127.0.0.1",
+            "server.port": port,
+            "server.workers": workers,
+            "generation.provider": "offline",
+            "limits.requests_per_hour": 0,
+            "log.level": "warning",
+        },
+    )
+    print("ready", flush=True)
+    _serve_many(settings)
+
+
 @dataclass
 class Run:
     rps: float
@@ -143,7 +192,7 @@ def start(args: list[str]) -> subprocess.Popen[str]:
 
 
 def wait_for(url: str) -> httpx.Response:
-    for _ in range(200):
+    for _ in range(400):
         try:
             response = httpx.get(url, timeout=30)
             if response.status_code < 500:
@@ -158,75 +207,106 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--serve-baseline", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-baseline", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--serve-app", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-workers", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
-        serve_baseline(args.serve_baseline)
+        port, path, workers = args.serve_baseline
+        serve_baseline(int(port), path, int(workers))
         return
     if args.serve_app:
         serve_app(int(args.serve_app[0]), args.serve_app[1], int(args.serve_app[2]))
         return
+    if args.serve_workers:
+        port, data_dir, workers = args.serve_workers
+        serve_workers(int(port), data_dir, int(workers))
+        return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
+    results, size = measure(args.duration, args.rounds)
+    report(results, size)
 
+
+def measure(duration: int, rounds: int) -> tuple[dict[str, list[Run]], int]:
+    """Start the five servers, check they answer the same bytes, run wrk in rounds."""
     children = []
-    with tempfile.TemporaryDirectory() as hot_dir, tempfile.TemporaryDirectory() as cold_dir:
+    with (
+        tempfile.TemporaryDirectory() as hot_dir,
+        tempfile.TemporaryDirectory() as cold_dir,
+        tempfile.TemporaryDirectory() as bytes_dir,
+    ):
         try:
-            ports = {name: free_port() for name in ("base", "hot", "cold")}
-            children.append(start(["--serve-baseline", str(ports["base"])]))
+            ports = {name: free_port() for name in ("base", "hot", "cold", "base2", "hot2")}
             children.append(start(["--serve-app", str(ports["hot"]), hot_dir, "256"]))
             children.append(start(["--serve-app", str(ports["cold"]), cold_dir, "0"]))
-            base = f"http://127.0.0.1:{ports['base']}/img"
             live = "/cdn/default/default/live/bench?prompt=" + PROMPT
             hot_live = f"http://127.0.0.1:{ports['hot']}{live}"
             cold_live = f"http://127.0.0.1:{ports['cold']}{live}"
-            wait_for(base)
             first = wait_for(hot_live)
             wait_for(cold_live)
             assert first.headers["x-cache-status"] == "MISS", first.headers
             assert len(first.content) >= IMAGE_BYTES
+            # The baselines answer exactly the bytes the first MISS answered.
+            served = Path(bytes_dir) / "image.png"
+            served.write_bytes(first.content)
+            children.append(start(["--serve-baseline", str(ports["base"]), str(served), "1"]))
+            children.append(start(["--serve-baseline", str(ports["base2"]), str(served), "2"]))
+            children.append(start(["--serve-workers", str(ports["hot2"]), hot_dir, "2"]))
+            base = f"http://127.0.0.1:{ports['base']}/img"
+            base2 = f"http://127.0.0.1:{ports['base2']}/img"
+            hot2_live = f"http://127.0.0.1:{ports['hot2']}{live}"
             hot_cdn = (
                 f"http://127.0.0.1:{ports['hot']}/cdn/default/default/img/"
                 + first.headers["x-image-id"]
             )
-            for url in (hot_live, cold_live, hot_cdn):
-                assert wait_for(url).status_code == 200
-            results: dict[str, list[Run]] = {"base": [], "live": [], "cdn": [], "cold": []}
-            for _ in range(args.rounds):
-                for name, url in (("base", base), ("live", hot_live), ("cdn", hot_cdn),
-                                  ("cold", cold_live)):  # fmt: skip
-                    results[name].append(wrk(url, args.duration))
+            for url in (base, base2, hot_live, cold_live, hot_cdn, hot2_live):
+                response = wait_for(url)
+                assert response.status_code == 200, (url, response.status_code)
+                assert response.content == first.content, url
+            # Warm every worker's memory cache (connections spread over the workers).
+            wrk(hot2_live, 1)
+            urls = {
+                "base": base, "live": hot_live, "cdn": hot_cdn, "cold": cold_live,
+                "base2": base2, "live2": hot2_live,
+            }  # fmt: skip
+            results: dict[str, list[Run]] = {name: [] for name in urls}
+            for _ in range(rounds):
+                for name, url in urls.items():
+                    results[name].append(wrk(url, duration))
         finally:
             for child in children:
                 child.send_signal(signal.SIGTERM)
             for child in children:
-                child.wait(20)
-    report(results, len(first.content))
+                child.wait(30)
+    return results, len(first.content)
 
 
 def report(results: dict[str, list[Run]], size: int) -> None:
-    base = results["base"]
-
-    def ratio(name: str, attr: str) -> float:
+    def ratio(name: str, against: str, attr: str) -> float:
         return statistics.median(
             getattr(run, attr) / getattr(b, attr)
-            for run, b in zip(results[name], base, strict=True)
+            for run, b in zip(results[name], results[against], strict=True)
         )
 
-    median_rps = statistics.median(r.rps for r in base)
-    median_p99 = statistics.median(r.p99_ms for r in base)
-    print(f"image size: {size} bytes; wrk -t2 -c32; {len(base)} alternating rounds")
-    print(
-        f"baseline (bare Sanic, bytes from memory): {median_rps:.0f} req/s, p99 {median_p99:.2f} ms"
-    )
-    for name, label, rps_target, p99_target in (
-        ("live", "live-URL HIT (memory)", 0.7, 2.0),
-        ("cdn", "CDN image (memory)", None, None),
-        ("cold", "live-URL HIT (memory cache off: SQL + disk)", 0.4, None),
+    def median(name: str, attr: str) -> float:
+        return statistics.median(getattr(run, attr) for run in results[name])
+
+    print(f"image size: {size} bytes; wrk -t2 -c32; {len(results['base'])} alternating rounds")
+    for name, label in (
+        ("base", "baseline (bare Sanic, 1 process, bytes from memory)"),
+        ("base2", "baseline (bare Sanic, 2 workers, bytes from memory)"),
     ):
-        runs = results[name]
-        rps, p99 = ratio(name, "rps"), ratio(name, "p99_ms")
+        print(f"{label}: {median(name, 'rps'):.0f} req/s, p99 {median(name, 'p99_ms'):.2f} ms")
+    for name, against, label, rps_target, p99_target in (
+        ("live", "base", "live-URL HIT (memory), 1 worker vs bare 1", 0.9, 1.3),
+        ("cdn", "base", "CDN image (memory), 1 worker vs bare 1", None, None),
+        ("cold", "base", "live-URL HIT (memory cache off: SQL + disk) vs bare 1", 0.6, None),
+        ("live2", "base2", "live-URL HIT (memory), 2 workers vs bare 2", 0.9, None),
+        ("live2", "live", "live-URL HIT (memory), 2 workers vs our 1 worker", 1.3, None),
+        ("base2", "base", "bare 2 workers vs bare 1 (what 2 cores allow)", None, None),
+    ):
+        rps, p99 = ratio(name, against, "rps"), ratio(name, against, "p99_ms")
         verdict = []
         if rps_target is not None:
             verdict.append(
@@ -235,10 +315,13 @@ def report(results: dict[str, list[Run]], size: int) -> None:
         if p99_target is not None:
             verdict.append(f"p99 target <= {p99_target}x {'PASS' if p99 <= p99_target else 'FAIL'}")
         print(
-            f"{label}: {statistics.median(r.rps for r in runs):.0f} req/s ({rps:.2f}x), "
-            f"p99 {statistics.median(r.p99_ms for r in runs):.2f} ms ({p99:.2f}x)"
+            f"{label}: {median(name, 'rps'):.0f} req/s ({rps:.2f}x), "
+            f"p99 {median(name, 'p99_ms'):.2f} ms ({p99:.2f}x)"
             + (f"; {'; '.join(verdict)}" if verdict else "")
         )
+    print("per round (req/s, p99 ms):")
+    for name, runs in results.items():
+        print(f"  {name}: " + ", ".join(f"{r.rps:.0f}/{r.p99_ms:.2f}" for r in runs))
 
 
 if __name__ == "__main__":
