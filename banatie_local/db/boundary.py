@@ -27,8 +27,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Final, ParamSpec, TypeVar
 
 from peewee import Database as PeeweeDatabase
@@ -101,8 +102,13 @@ class Database:
             self.raw.execute_sql("PRAGMA query_only = 1")
 
     def _run_read(self, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
-        try:
+        with self._busy_as_503():
             return fn(*args, **kwargs)
+
+    @contextmanager
+    def _busy_as_503(self) -> Iterator[None]:
+        try:
+            yield
         except OperationalError as exc:
             if is_busy(exc):
                 self._count_busy()
@@ -115,14 +121,8 @@ class Database:
             self._count_busy()
             raise DatabaseBusyError()
         self.raw.execute_sql(f"PRAGMA busy_timeout = {remaining_ms}")
-        try:
-            with self.raw.atomic():
-                return fn(*args, **kwargs)
-        except OperationalError as exc:
-            if is_busy(exc):
-                self._count_busy()
-                raise DatabaseBusyError() from exc
-            raise
+        with self._busy_as_503(), self.raw.atomic():
+            return fn(*args, **kwargs)
 
     def _run_quick(self, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
         """The wait starts when the job runs, so time queued behind other quick writes

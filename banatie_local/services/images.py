@@ -22,7 +22,7 @@ from banatie_local.services.imagecache import CachedImage, ImageCache
 from banatie_local.services.imagefile import ImageFacts, inspect
 from banatie_local.services.validation import is_uuid, new_id
 from banatie_local.storage import Storage, image_key
-from banatie_local.storage.base import StorageError
+from banatie_local.storage.base import StorageError, read_along
 
 SOURCES = ("generated", "uploaded")
 
@@ -215,13 +215,7 @@ class ImageService:
     ) -> tuple[tuple[str, str, str, str] | None, bytes | None]:
         """``public_lookup`` and, when storage reads fast, the bytes (one thread hop);
         a missing file reads as ``b""``."""
-        found = self.public_lookup(org, project, ref)
-        if found is None or reader is None:
-            return found, None
-        try:
-            return found, reader(found[3])
-        except FileNotFoundError:
-            return found, b""
+        return read_along(self.public_lookup(org, project, ref), lambda row: row[3], reader)
 
     async def public_bytes(
         self, image_id: str, mime: str, file_hash: str, key: str, data: bytes | None = None

@@ -63,6 +63,7 @@ from banatie_local.services.ratelimit import Decision, SharedLimiter
 from banatie_local.services.scopes import ScopeService, check_scope_slug
 from banatie_local.services.validation import new_id
 from banatie_local.storage import Storage, StorageError
+from banatie_local.storage.base import read_along
 
 log = logging.getLogger(__name__)
 
@@ -353,13 +354,7 @@ class LiveService:
         self, key: str, reader: Callable[[str], bytes] | None
     ) -> tuple[tuple[Any, ...] | None, bytes | None]:
         """The entry's row, and its bytes when storage reads fast (one thread hop)."""
-        row = self._entry_row(key)
-        if row is None or reader is None:
-            return row, None
-        try:
-            return row, reader(row[4])
-        except FileNotFoundError:
-            return row, b""
+        return read_along(self._entry_row(key), lambda row: str(row[4]), reader)
 
     def _entry_row(self, key: str) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self.db.execute_sql(_ENTRY_LOOKUP, (key,)).fetchone()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+R = TypeVar("R")
 
 # Keys are slash-separated segments of safe characters; no segment may be empty or
 # start with a dot, so "..", hidden files and absolute paths cannot be expressed.
@@ -33,6 +35,19 @@ def validate_key(key: str) -> str:
 def image_key(org_slug: str, project_slug: str, image_id: str) -> str:
     """``{org}/{project}/img/{imageId}`` (API.md §1.6)."""
     return validate_key(f"{org_slug}/{project_slug}/img/{image_id}")
+
+
+def read_along(
+    row: R | None, key: Callable[[R], str], reader: Callable[[str], bytes] | None
+) -> tuple[R | None, bytes | None]:
+    """A looked-up row with its file's bytes read on the same thread when ``reader``
+    (``Storage.fast_reader``) is given; a missing file reads as ``b""``."""
+    if row is None or reader is None:
+        return row, None
+    try:
+        return row, reader(key(row))
+    except FileNotFoundError:
+        return row, b""
 
 
 class Storage(Protocol):
