@@ -218,8 +218,7 @@ def serve(host: str | None, port: int | None, workers: int | None, no_keys: bool
         if count == 1:
             _serve_one(settings, services)
         else:
-            services.close()  # each worker opens its own
-            _serve_many(settings)
+            _serve_many(settings, services)
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {settings.server.host}:{settings.server.port}: "
@@ -242,7 +241,7 @@ def _serve_one(settings: Settings, services: Services) -> None:
     )
 
 
-def _serve_many(settings: Settings) -> None:
+def _serve_many(settings: Settings, services: Services) -> None:
     """N worker processes on one port, each built by the app factory in its own
     process (its own database threads and memory caches, coherent through the
     database); the main process only supervises them."""
@@ -252,7 +251,10 @@ def _serve_many(settings: Settings) -> None:
     from banatie_local.http import create_app
 
     loader = AppLoader(factory=functools.partial(create_app, settings, name="banatie_local"))
-    app = loader.load()
+    # The supervisor's own app only has to carry the workers' name; it reuses the
+    # services already open here instead of opening a second set (no server runs
+    # in this process, so its database threads stay idle).
+    app = create_app(settings, services, name="banatie_local")
     app.prepare(
         host=settings.server.host,
         port=settings.server.port,

@@ -44,18 +44,13 @@ async def require_project_key(request: Request) -> None:
         raise ForbiddenError("this project key belongs to no project.")
     request.ctx.context = Context(owner.organization, owner.project, owner.key)
     services = services_of(request)
-    keys, key_id = services.keys, str(owner.key.id)
-    now = services.clock.now_us()
-    touch = (lambda: keys.touch(key_id, now)) if keys.needs_touch(owner, now) else None
     limit = services.settings.limits.requests_per_hour
     if limit <= 0:
-        if touch is not None:
-            await _touch_if_free(request, touch)
-            owner.key.last_used_at = now
+        await _touch_if_free(request, owner)
         return
-    decision = await services.key_limiter.admit(f"key:{key_id}", limit, touch)
-    if touch is not None:
-        owner.key.last_used_at = now
+    now = services.clock.now_us()
+    touch = _touch(services, owner, now)
+    decision = await services.key_limiter.admit(f"key:{owner.key.id}", limit, touch)
     request.ctx.rate_headers = decision.headers()
     if not decision.allowed:
         raise RateLimitError(
@@ -65,21 +60,37 @@ async def require_project_key(request: Request) -> None:
         )
 
 
-async def _touch_if_free(request: Request, touch: Callable[[], None]) -> None:
-    """``lastUsedAt`` is best effort: skipped while the database is locked."""
+def _touch(services: Services, owner: KeyOwner, now: int) -> Callable[[], None] | None:
+    """The write of ``lastUsedAt`` when it is due (at most once a minute per key); the
+    remembered value changes only when the write runs, so a skipped one is retried."""
+    if not services.keys.needs_touch(owner, now):
+        return None
+    keys, key_id = services.keys, str(owner.key.id)
+
+    def touch() -> None:
+        keys.touch(key_id, now)
+        owner.key.last_used_at = now
+
+    return touch
+
+
+async def _touch_if_free(request: Request, owner: KeyOwner) -> None:
+    """``lastUsedAt`` on its own write; best effort: skipped while the database is
+    locked (and then remembered as not written, so the next request tries again)."""
+    services = services_of(request)
+    now = services.clock.now_us()
+    touch = _touch(services, owner, now)
+    if touch is None:
+        return
     with contextlib.suppress(DatabaseBusyError):
-        await services_of(request).db.quick_write(touch)
+        await services.db.quick_write(touch)
 
 
 async def require_master_key(request: Request) -> None:
     """Blueprint middleware for ``/api/admin``. Master keys are never rate limited."""
     owner = await _authenticate(request, "master")
     request.ctx.master = owner
-    keys, now = services_of(request).keys, services_of(request).clock.now_us()
-    if keys.needs_touch(owner, now):
-        key_id = str(owner.key.id)
-        await _touch_if_free(request, lambda: keys.touch(key_id, now))
-        owner.key.last_used_at = now
+    await _touch_if_free(request, owner)
 
 
 async def attach_rate_headers(request: Request, response: HTTPResponse) -> None:

@@ -274,6 +274,10 @@ class LiveService:
             return False
         return any(ip in network for network in self._trusted)
 
+    def remembered(self, org: str, project: str, scope: str, query: str) -> KnownQuery | None:
+        """The hot path's lookup: a query string validated before, or None."""
+        return self.known_keys.get((org, project, scope, query))
+
     async def known_query(
         self, org: str, project: str, scope: str, query: str, arg: Callable[[str], str | None]
     ) -> KnownQuery:

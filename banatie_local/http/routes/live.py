@@ -30,7 +30,7 @@ async def live_url(request: Request, org: str, project: str, scope: str) -> HTTP
     """Generate once, then serve from cache: ``?prompt=&aspectRatio=&autoEnhance=&template=``."""
     live = services_of(request).live
     # the hot path: a repeat query and a cached image cost two dictionary lookups
-    known = live.known_keys.get((org, project, scope, request.query_string))
+    known = live.remembered(org, project, scope, request.query_string)
     if known is None:
         known = await live.known_query(org, project, scope, request.query_string, request.args.get)
     result = live.memory_hit(known.key)
