@@ -211,8 +211,7 @@ def serve(host: str | None, port: int | None, workers: int | None, no_keys: bool
     click.echo(
         f"banatie-local {__version__} serving on {settings.public_base_url} "
         f"(provider: {settings.provider_name}, storage: {services.storage.name}, "
-        f"data: {settings.data_dir}"
-        + (f", workers: {count})" if count > 1 else ")")
+        f"data: {settings.data_dir}" + (f", workers: {count})" if count > 1 else ")")
     )
     try:
         if count == 1:

@@ -67,8 +67,10 @@ class ServerSettings:
     )
     access_log: bool = setting(False, "Log one line per request")
     workers: int = setting(
-        1, "Worker processes serving one port; they share limits and caches through the database",
-        minimum=1, maximum=64,
+        1,
+        "Worker processes serving one port; they share limits and caches through the database",
+        minimum=1,
+        maximum=64,
     )
 
 

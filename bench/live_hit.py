@@ -141,6 +141,7 @@ def serve_workers(port: int, data_dir: str, workers: int) -> None:
     generated: the provider (offline, which pickles) is never called."""
     from banatie_local.cli import _serve_many
     from banatie_local.config import load_settings
+    from banatie_local.services.container import open_services
 
     settings = load_settings(
         data_dir=data_dir,
@@ -154,7 +155,7 @@ def serve_workers(port: int, data_dir: str, workers: int) -> None:
         },
     )
     print("ready", flush=True)
-    _serve_many(settings)
+    _serve_many(settings, open_services(settings))
 
 
 @dataclass

@@ -24,17 +24,17 @@ which has no event loop to protect, calls services directly.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Final, ParamSpec, TypeVar
 
 from peewee import Database as PeeweeDatabase
 from peewee import OperationalError
 
+from banatie_local.db.lanes import Lane
 from banatie_local.errors import DatabaseBusyError
 
 P = ParamSpec("P")
@@ -55,11 +55,9 @@ class Database:
     def __init__(self, raw: PeeweeDatabase, busy_timeout_ms: int, read_threads: int) -> None:
         self.raw = raw
         self.busy_timeout_ms = busy_timeout_ms
-        self._reads = ThreadPoolExecutor(
-            read_threads, "db-read", initializer=self._open, initargs=(True,)
-        )
-        self._writes = ThreadPoolExecutor(1, "db-write", initializer=self._open, initargs=(False,))
-        self._quick = ThreadPoolExecutor(1, "db-quick", initializer=self._open, initargs=(False,))
+        self._reads = Lane(read_threads, "db-read", partial(self._open, True))
+        self._writes = Lane(1, "db-write", partial(self._open, False))
+        self._quick = Lane(1, "db-quick", partial(self._open, False))
         self._busy_events = 0
         self._quick_busy_until = 0.0
         self._lock = threading.Lock()
@@ -77,17 +75,17 @@ class Database:
 
     async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` on a reader thread (no transaction, no writes)."""
-        return await _submit(self._reads, self._run_read, fn, args, kwargs)
+        return await self._reads.run(self._run_read, fn, args, kwargs)
 
     async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` in one transaction on the writer thread; 503 if the database
         stays locked past ``busy_timeout_ms``."""
         deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        return await _submit(self._writes, self._run_write, fn, args, kwargs, deadline)
+        return await self._writes.run(self._run_write, fn, args, kwargs, deadline)
 
     async def quick_write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """A write that waits at most ``QUICK_WAIT_MS`` for the lock, on its own thread."""
-        return await _submit(self._quick, self._run_quick, fn, args, kwargs)
+        return await self._quick.run(self._run_quick, fn, args, kwargs)
 
     @property
     def busy_events(self) -> int:
@@ -143,9 +141,5 @@ class Database:
     def close(self) -> None:
         """Stop the threads (their connections close with them) and this thread's own."""
         for pool in (self._reads, self._writes, self._quick):
-            pool.shutdown(wait=True)
+            pool.shutdown()
         self.raw.close()
-
-
-async def _submit(pool: ThreadPoolExecutor, runner: Callable[..., T], *args: Any) -> T:
-    return await asyncio.wrap_future(pool.submit(runner, *args))

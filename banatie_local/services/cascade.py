@@ -34,9 +34,7 @@ log = logging.getLogger(__name__)
 
 
 class Cascade:
-    def __init__(
-        self, db: Database, clock: Clock, storage: Storage, cache: ImageCache
-    ) -> None:
+    def __init__(self, db: Database, clock: Clock, storage: Storage, cache: ImageCache) -> None:
         self.db = db
         self.clock = clock
         self.storage = storage

@@ -64,9 +64,7 @@ class FlowView:
 
 
 class FlowService:
-    def __init__(
-        self, db: Database, clock: Clock, aliases: AliasService, cascade: Cascade
-    ) -> None:
+    def __init__(self, db: Database, clock: Clock, aliases: AliasService, cascade: Cascade) -> None:
         self.db = db
         self.clock = clock
         self.alias_service = aliases

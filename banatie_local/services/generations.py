@@ -57,6 +57,8 @@ INTERRUPTED: Final = "interrupted: the server stopped before this generation fin
 # (``renew_leases``); one that lapses means the process died, and any process then
 # marks the generation failed, exactly once (``recover_interrupted``).
 LEASE_US: Final = 30_000_000
+# what a run starts from: the processing row, its reference rows, its existing output
+_Started = tuple[Generation, list[Image], Image | None]
 
 
 @dataclass(frozen=True)
@@ -150,11 +152,17 @@ class GenerationService:
             "prompt": prompt, "aspect_ratio": ratio, "enhancement_template": template,
             "output_alias": alias, "output_flow_alias": flow_alias,
         }  # fmt: skip
+        if wait:  # recorded as already processing: one write fewer on the way
+            started = await self.db.write(
+                self._record_started, ctx, request, values, choice, context
+            )
+            generation_id = str(started[0].id)
+            if request.image_meta:
+                self._image_meta[generation_id] = request.image_meta
+            return await self.run(ctx, generation_id, started)
         generation_id = await self.db.write(self._record, ctx, request, values, choice, context)
         if request.image_meta:
             self._image_meta[generation_id] = request.image_meta
-        if wait:
-            return await self.run(ctx, generation_id)
         task = asyncio.get_running_loop().create_task(self.run(ctx, generation_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -169,6 +177,35 @@ class GenerationService:
         context: str | None,
     ) -> str:
         """The pending row with its references (inside a write)."""
+        return str(self._insert(ctx, request, values, choice, context, "pending").id)
+
+    def _record_started(
+        self,
+        ctx: Context,
+        request: GenerationRequest,
+        values: dict[str, Any],
+        choice: FlowChoice,
+        context: str | None,
+    ) -> _Started:
+        """The row already processing, for a generation run at once (inside a write);
+        what ``_start`` would return."""
+        generation = self._insert(ctx, request, values, choice, context, "processing")
+        existing = (
+            Image.get_or_none(Image.id == generation.output_image_id)
+            if generation.output_image_id
+            else None
+        )
+        return generation, _reference_rows(generation.id), existing
+
+    def _insert(
+        self,
+        ctx: Context,
+        request: GenerationRequest,
+        values: dict[str, Any],
+        choice: FlowChoice,
+        context: str | None,
+        status: str,
+    ) -> Generation:
         references = self.aliases.references(
             ctx.project_id, request.reference_images, values["prompt"], context
         )
@@ -182,7 +219,7 @@ class GenerationService:
             original_prompt=None,
             user_prompt=values["prompt"],
             auto_enhance=request.auto_enhance,
-            status="pending",
+            status=status,
             output_image_id=request.output_image_id,
             meta=request.meta or {},
             lease_owner=self.owner,
@@ -192,7 +229,7 @@ class GenerationService:
             **values,
         )
         self._save_references(generation.id, references)
-        return str(generation.id)
+        return generation
 
     def _save_references(self, generation_id: str, references: list[Reference]) -> None:
         for position, ref in enumerate(references):
@@ -205,18 +242,22 @@ class GenerationService:
 
     # -------------------------------------------------------------------- run
 
-    async def run(self, ctx: Context, generation_id: str) -> Generation:
-        """Take a generation from pending to success or failed; return its final row.
-        Never raises for a provider failure; a storage failure is recorded and then
-        re-raised."""
+    async def run(
+        self, ctx: Context, generation_id: str, started: _Started | None = None
+    ) -> Generation:
+        """Take a generation from pending (or ``started``: already processing) to
+        success or failed; return its final row. Never raises for a provider failure;
+        a storage failure is recorded and then re-raised."""
         self._running.add(generation_id)
         try:
-            return await self._run(ctx, generation_id)
+            if started is None:
+                started = await self.db.write(self._start, generation_id)
+            return await self._run(ctx, *started)
         finally:
             self._running.discard(generation_id)
             self._image_meta.pop(generation_id, None)
 
-    def _start(self, generation_id: str) -> tuple[Generation, list[Image], Image | None]:
+    def _start(self, generation_id: str) -> _Started:
         """Mark it processing; with its reference rows and existing output (one write)."""
         generation: Generation = Generation.get_by_id(generation_id)
         self._set(
@@ -233,8 +274,14 @@ class GenerationService:
         )
         return generation, _reference_rows(generation_id), existing
 
-    async def _run(self, ctx: Context, generation_id: str) -> Generation:
-        generation, reference_rows, existing = await self.db.write(self._start, generation_id)
+    async def _run(
+        self,
+        ctx: Context,
+        generation: Generation,
+        reference_rows: list[Image],
+        existing: Image | None,
+    ) -> Generation:
+        generation_id = generation.id
         started = time.perf_counter()
         meta = {k: v for k, v in generation.meta.items() if k not in SYSTEM_META}
         meta["provider"] = self.provider.name
@@ -258,9 +305,7 @@ class GenerationService:
             await self._finish(generation, started, meta, "failed", error=exc.message)
             return generation
         except StorageError as exc:
-            await self._finish(
-                generation, started, meta, "failed", error=f"storage failed: {exc}"
-            )
+            await self._finish(generation, started, meta, "failed", error=f"storage failed: {exc}")
             raise
         except asyncio.CancelledError:
             await self._finish(generation, started, meta, "failed", error=INTERRUPTED)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Final
 
 from cachetools import LRUCache
 
@@ -26,6 +27,24 @@ class CachedImage:
     content_type: str
     etag: str  # quoted, as it goes on the wire
     headers: dict[str, str] = field(hash=False)
+    # ``headers`` and the content type as bytes, encoded once when the entry is made
+    # rather than on every response (Sanic would re-sanitize each value per request)
+    wire: tuple[tuple[bytes, bytes], ...] = field(init=False, hash=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = [*self.headers.items(), ("content-type", self.content_type)]
+        wire = tuple(
+            (_clean(name).encode("ascii"), _clean(value).encode()) for name, value in fields
+        )
+        object.__setattr__(self, "wire", wire)
+
+
+def _clean(text: str) -> str:
+    """What Sanic does to every header: no CR, LF or NUL can split the response."""
+    return text.translate(_HEADER_UNSAFE)
+
+
+_HEADER_UNSAFE: Final = {ord("\r"): None, ord("\n"): None, 0: None}
 
 
 class _Lru(LRUCache[Hashable, CachedImage]):

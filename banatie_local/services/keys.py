@@ -195,6 +195,7 @@ class KeyService:
         )
         ApiKey.update(last_used_at=now).where((ApiKey.id == key_id) & stale).execute()
 
+
 def _with_owners() -> Any:
     """Keys with their organization and project, in one query."""
     return (

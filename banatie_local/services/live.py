@@ -543,9 +543,7 @@ class LiveService:
             image = generation.output_image_id
             row = await self.db.read(_image_facts, image)
             data = await self.storage.get(row[2])
-            await self.db.write(
-                self._record, ctx, scope, params, key, image, generation.id, holder
-            )
+            await self.db.write(self._record, ctx, scope, params, key, image, generation.id, holder)
         except StorageError as exc:
             return _Outcome(None, None, StorageUnavailableError(f"storage failed: {exc}"))
         except ApiError as exc:

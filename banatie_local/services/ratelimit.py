@@ -126,9 +126,7 @@ class SharedLimiter:
         now = self._now()
         pending, self._pending = self._pending, []
         try:
-            decision = await self.db.quick_write(
-                self._admit_and, bucket, limit, now, then, pending
-            )
+            decision = await self.db.quick_write(self._admit_and, bucket, limit, now, then, pending)
         except BaseException as exc:
             self._pending = pending + self._pending
             if isinstance(exc, DatabaseBusyError):

@@ -198,6 +198,10 @@ def test_miss_then_hit_with_the_offline_provider(app: Running) -> None:
         assert again.headers["content-type"] == "image/png"
         assert again.headers["content-length"] == str(len(first.content))
         assert again.headers["cache-control"] == YEAR
+        # a memory hit's headers are encoded once per entry: each still appears once
+        names = [name.lower() for name, _ in again.headers.multi_items()]
+        assert sorted(names) == sorted(set(names))
+        assert {"etag", "x-image-id", "x-scope", "content-type", "connection"} <= set(names)
         assert again.headers["etag"] == headers["etag"]
         assert again.headers["x-image-id"] == image_id
         assert again.headers["x-scope"] == "hero"

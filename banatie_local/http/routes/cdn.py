@@ -7,6 +7,7 @@ from sanic.response import HTTPResponse
 
 from banatie_local.errors import NotFoundError
 from banatie_local.http.auth import services_of
+from banatie_local.http.prepared import cached_response
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -52,4 +53,4 @@ async def cdn_image(request: Request, org: str, project: str, ref: str) -> HTTPR
         cache.put(key, entry, epoch)
     elif etag_matches(request.headers.get("if-none-match"), entry.etag):
         return not_modified(entry.etag, entry.image_id, services.settings.cdn.max_age)
-    return HTTPResponse(entry.data, headers=entry.headers, content_type=entry.content_type)
+    return cached_response(entry)

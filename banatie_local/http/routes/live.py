@@ -7,6 +7,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from banatie_local.http.auth import context_of, services_of
+from banatie_local.http.prepared import cached_response
 from banatie_local.http.routes.cdn import etag_matches
 from banatie_local.services.live import LiveResult
 
@@ -14,7 +15,7 @@ from banatie_local.services.live import LiveResult
 def respond(request: Request, result: LiveResult) -> HTTPResponse:
     """The bytes with the §5.1 headers; 304 when ``If-None-Match`` matches."""
     entry = result.entry
-    headers = {**entry.headers, "X-Cache-Status": result.status}
+    headers = {"X-Cache-Status": result.status}
     if result.status == "HIT":
         headers["X-Cache-Hit-Count"] = str(result.hit_count)
     elif result.generation_id:
@@ -22,8 +23,8 @@ def respond(request: Request, result: LiveResult) -> HTTPResponse:
     if result.rate is not None:
         headers.update(result.rate.headers())
     if etag_matches(request.headers.get("if-none-match"), entry.etag):
-        return HTTPResponse(status=304, headers=headers)
-    return HTTPResponse(entry.data, headers=headers, content_type=entry.content_type)
+        return HTTPResponse(status=304, headers={**entry.headers, **headers})
+    return cached_response(entry, headers)
 
 
 async def live_url(request: Request, org: str, project: str, scope: str) -> HTTPResponse:
