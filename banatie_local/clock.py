@@ -24,9 +24,6 @@ class Clock:
             self._last = max(now, self._last + 1)
             return self._last
 
-    def now_s(self) -> float:
-        return time.time()
-
 
 def iso(us: int | None) -> str | None:
     """``2026-11-21T10:30:00.123Z`` from epoch microseconds (None stays None)."""

@@ -16,12 +16,17 @@ import os
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, TypeAlias, get_type_hints
+
+from banatie_local.text import truth
 
 ENV_PREFIX = "BANATIE_"
 DEFAULT_CONFIG_NAME = "banatie.toml"
 DEFAULT_DATA_DIR = "banatie-data"
+
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
@@ -72,6 +77,12 @@ class ServerSettings:
         minimum=1,
         maximum=64,
     )
+
+    @cached_property
+    def trusted_networks(self) -> tuple[Network, ...]:
+        """``trusted_proxies`` as networks, parsed on first use (``load_settings``
+        asks, so a bad entry stops startup) and kept."""
+        return tuple(_network(entry) for entry in self.trusted_proxies)
 
 
 @dataclass(frozen=True)
@@ -253,19 +264,12 @@ def settings_table() -> Iterator[SettingSpec]:
 # coercion and validation
 # --------------------------------------------------------------------------- #
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
 
 def _from_text(spec: SettingSpec, raw: str) -> Any:
     """Turn an environment string into a TOML-like value for ``_coerce``."""
     if spec.type is bool:
-        low = raw.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        return raw
+        value = truth(raw.strip(), switch=True)
+        return raw if value is None else value
     if spec.type is int:
         try:
             return int(raw.strip())
@@ -333,15 +337,17 @@ def _coerce(spec: SettingSpec, value: Any, origin: str) -> Any:
     return tuple(value)
 
 
+def _network(entry: str) -> Network:
+    try:
+        return ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        raise ConfigError(
+            f"setting server.trusted_proxies has {entry!r}, which is not an IP address or network."
+        ) from None
+
+
 def _check_cross_fields(settings: Settings) -> None:
-    for entry in settings.server.trusted_proxies:
-        try:
-            ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"setting server.trusted_proxies has {entry!r}, which is not an IP "
-                "address or network."
-            ) from None
+    _ = settings.server.trusted_networks  # parsed once, here: a bad entry stops startup
     url = settings.server.public_base_url
     if url and not url.startswith(("http://", "https://")):
         raise ConfigError(

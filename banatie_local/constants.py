@@ -33,3 +33,17 @@ MAX_REFERENCE_IMAGES: Final = 3
 MAX_PROMPT_LENGTH: Final = 5000
 MAX_LIVE_PROMPT_LENGTH: Final = 2000
 MAX_IMAGE_PIXELS: Final = 40_000_000
+
+# Formats and limits of the request fields (API.md §1–§5); the decoders, the error
+# messages, the OpenAPI document and /api/info all read them from here.
+ALIAS_PATTERN: Final = r"^@[A-Za-z0-9_-]{1,49}$"
+SCOPE_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
+SLUG_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{0,62}$"
+MAX_ID_LENGTH: Final = 100  # an image id or @alias given as a reference
+MAX_EXPLICIT_REFERENCES: Final = 20  # referenceImages entries (MAX_REFERENCE_IMAGES are used)
+MAX_ALIASES_PER_REQUEST: Final = 100
+MAX_KEY_NAME_LENGTH: Final = 100
+MAX_EXPIRY_DAYS: Final = 36500
+MAX_SCOPE_GENERATIONS_LIMIT: Final = 1_000_000
+MAX_META_BYTES: Final = 16 * 1024
+MAX_PAGE_LIMIT: Final = 100

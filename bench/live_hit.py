@@ -139,7 +139,7 @@ def serve_app(port: int, data_dir: str, cache_mb: int) -> None:
 def serve_workers(port: int, data_dir: str, workers: int) -> None:
     """``banatie-local serve --workers N`` on a data directory whose image is already
     generated: the provider (offline, which pickles) is never called."""
-    from banatie_local.cli import _serve_many
+    from banatie_local.cli.serve import _serve_many
     from banatie_local.config import load_settings
     from banatie_local.services.container import open_services
 

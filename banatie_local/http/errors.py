@@ -68,7 +68,8 @@ def _sanic_error(request: Request, exc: SanicException) -> HTTPResponse:
         if allowed:
             headers["Allow"] = ", ".join(sorted(allowed))
     elif isinstance(exc, PayloadTooLarge):
-        message = "the request body is larger than this server accepts."
+        limit = request.app.ctx.services.settings.server.max_upload_mb
+        message = f"the request body is larger than this server accepts (files up to {limit:g} MB)."
     else:
         message = str(exc) or "the request could not be understood."
     if status not in (400, 404, 405, 408, 413):

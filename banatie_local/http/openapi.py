@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from banatie_local import __version__
-from banatie_local.constants import ASPECT_RATIOS, TEMPLATES
+from banatie_local.constants import (
+    ASPECT_RATIOS,
+    MAX_LIVE_PROMPT_LENGTH,
+    MAX_PAGE_LIMIT,
+    SCOPE_PATTERN,
+    TEMPLATES,
+)
+from banatie_local.http.shapes import component_schemas
 
 JSON = dict[str, Any]
 
@@ -37,261 +44,7 @@ TIME: Final = {"type": "string", "format": "date-time"}
 UUID: Final = {"type": "string", "format": "uuid"}
 META: Final = {"type": "object", "additionalProperties": True}
 
-_IMAGE_FIELDS = [
-    "id", "projectId", "flowId", "generationId", "storageKey", "storageUrl", "mimeType",
-    "fileSize", "fileHash", "width", "height", "source", "alias", "focalPoint", "meta",
-    "createdAt", "updatedAt",
-]  # fmt: skip
-
-SCHEMAS: Final[JSON] = {
-    "Error": obj(
-        {
-            "success": {"const": False},
-            "error": obj(
-                {"code": STR, "message": STR, "details": {"type": "object"}},
-                ["code", "message"],
-            ),
-        },
-        ["success", "error"],
-    ),
-    "Pagination": obj(
-        {"total": INT, "limit": INT, "offset": INT, "hasMore": BOOL},
-        ["total", "limit", "offset", "hasMore"],
-    ),
-    "Id": obj({"id": STR}, ["id"]),
-    "Health": obj(
-        {
-            "status": {"enum": ["healthy", "unhealthy"]},
-            "version": STR,
-            "uptimeSeconds": {"type": "number"},
-            "provider": STR,
-            "storage": STR,
-            "workers": {"type": "integer", "minimum": 1},
-            "checks": obj({"database": STR, "storage": STR}, ["database", "storage"]),
-        },
-        ["status", "version", "uptimeSeconds", "provider", "storage", "workers"],
-    ),
-    "Info": obj(
-        {
-            "name": STR,
-            "version": STR,
-            "provider": STR,
-            "storage": STR,
-            "limits": {"type": "object"},
-            "formats": {"type": "array", "items": STR},
-            "aspectRatios": {"type": "object"},
-            "templates": {"type": "array", "items": STR},
-        },
-        ["name", "version", "provider", "limits", "formats", "aspectRatios", "templates"],
-    ),
-    "BootstrapKey": obj({"key": STR, "id": STR, "type": STR}, ["key", "id", "type"]),
-    "ApiKey": obj(
-        {
-            "id": STR,
-            "name": nullable(STR),
-            "type": {"enum": ["master", "project"]},
-            "organizationSlug": nullable(STR),
-            "projectSlug": nullable(STR),
-            "keyPrefix": STR,
-            "createdAt": TIME,
-            "expiresAt": nullable(TIME),
-            "lastUsedAt": nullable(TIME),
-            "isActive": BOOL,
-        },
-        ["id", "type", "keyPrefix", "createdAt", "isActive"],
-    ),
-    "CreatedApiKey": {"allOf": [ref("ApiKey"), obj({"key": STR}, ["key"])]},
-    "RevokedKey": obj({"id": STR, "isActive": {"const": False}}, ["id", "isActive"]),
-    "Project": obj(
-        {
-            "id": STR,
-            "organizationId": STR,
-            "organizationSlug": STR,
-            "slug": STR,
-            "name": STR,
-            "allowNewLiveScopes": BOOL,
-            "newLiveScopesGenerationLimit": INT,
-            "createdAt": TIME,
-            "updatedAt": TIME,
-        },
-        ["id", "slug", "allowNewLiveScopes", "newLiveScopesGenerationLimit"],
-    ),
-    "Image": obj(
-        {
-            "id": STR,
-            "projectId": STR,
-            "flowId": nullable(STR),
-            "generationId": nullable(STR),
-            "storageKey": STR,
-            "storageUrl": STR,
-            "mimeType": {"enum": ["image/png", "image/jpeg", "image/webp"]},
-            "fileSize": INT,
-            "fileHash": STR,
-            "width": INT,
-            "height": INT,
-            "source": {"enum": ["generated", "uploaded"]},
-            "alias": nullable(STR),
-            "focalPoint": nullable(
-                obj({"x": {"type": "number"}, "y": {"type": "number"}}, ["x", "y"])
-            ),
-            "meta": META,
-            "createdAt": TIME,
-            "updatedAt": TIME,
-        },
-        _IMAGE_FIELDS,
-    ),
-    "Generation": obj(
-        {
-            "id": STR,
-            "projectId": STR,
-            "flowId": nullable(STR),
-            "prompt": STR,
-            "originalPrompt": nullable(STR),
-            "autoEnhance": BOOL,
-            "aspectRatio": {"enum": list(ASPECT_RATIOS)},
-            "status": {"enum": ["pending", "processing", "success", "failed"]},
-            "outputImageId": nullable(STR),
-            "outputImage": nullable(ref("Image")),
-            "referencedImages": {
-                "type": "array",
-                "items": obj({"imageId": STR, "alias": nullable(STR)}, ["imageId", "alias"]),
-            },
-            "referenceImages": {"type": "array", "items": ref("Image")},
-            "processingTimeMs": nullable(INT),
-            "retryCount": INT,
-            "errorMessage": nullable(STR),
-            "meta": META,
-            "createdAt": TIME,
-            "updatedAt": TIME,
-        },
-        [
-            "id",
-            "projectId",
-            "flowId",
-            "prompt",
-            "status",
-            "outputImageId",
-            "retryCount",
-            "referencedImages",
-            "referenceImages",
-            "meta",
-            "createdAt",
-            "updatedAt",
-        ],
-    ),
-    "Flow": obj(
-        {
-            "id": STR,
-            "projectId": STR,
-            "aliases": {"type": "object", "additionalProperties": STR},
-            "generationCount": INT,
-            "imageCount": INT,
-            "meta": META,
-            "createdAt": TIME,
-            "updatedAt": TIME,
-        },
-        ["id", "projectId", "aliases", "generationCount", "imageCount", "meta"],
-    ),
-    "Scope": obj(
-        {
-            "id": STR,
-            "projectId": STR,
-            "slug": STR,
-            "allowNewGenerations": BOOL,
-            "newGenerationsLimit": INT,
-            "currentGenerations": INT,
-            "lastGeneratedAt": nullable(TIME),
-            "meta": META,
-            "createdAt": TIME,
-            "updatedAt": TIME,
-        },
-        [
-            "id",
-            "projectId",
-            "slug",
-            "allowNewGenerations",
-            "newGenerationsLimit",
-            "currentGenerations",
-            "lastGeneratedAt",
-        ],
-    ),
-    "ScopeWithImages": {
-        "allOf": [
-            ref("Scope"),
-            obj({"images": {"type": "array", "items": ref("Image")}}, ["images"]),
-        ]
-    },
-    "ScopeRegenerated": obj(
-        {"regenerated": INT, "images": {"type": "array", "items": ref("Image")}},
-        ["regenerated", "images"],
-    ),
-    # request bodies
-    "CreateKey": obj(
-        {
-            "type": {"enum": ["master", "project"]},
-            "organizationSlug": STR,
-            "projectSlug": STR,
-            "name": STR,
-            "expiresInDays": nullable(INT),
-        },
-        ["type"],
-    ),
-    "UpdateProject": obj(
-        {
-            "allowNewLiveScopes": BOOL,
-            "newLiveScopesGenerationLimit": {"type": "integer", "minimum": 0},
-        }
-    ),
-    "Upload": obj(
-        {
-            "file": {"type": "string", "format": "binary"},
-            "alias": STR,
-            "flowId": STR,
-            "flowAlias": STR,
-            "meta": {"type": "string", "description": "a JSON object as text"},
-        },
-        ["file"],
-    ),
-    "UpdateImage": obj(
-        {
-            "focalPoint": nullable(obj({"x": {"type": "number"}, "y": {"type": "number"}})),
-            "meta": nullable(META),
-        }
-    ),
-    "SetAlias": obj({"alias": nullable(STR)}, ["alias"]),
-    "CreateGeneration": obj(
-        {
-            "prompt": {"type": "string", "minLength": 1, "maxLength": 5000},
-            "aspectRatio": {"enum": list(ASPECT_RATIOS)},
-            "referenceImages": {"type": "array", "items": STR, "maxItems": 20},
-            "flowId": nullable(UUID),
-            "alias": STR,
-            "flowAlias": STR,
-            "autoEnhance": BOOL,
-            "enhancementOptions": obj({"template": {"enum": list(TEMPLATES)}}),
-            "meta": META,
-        },
-        ["prompt"],
-    ),
-    "UpdateGeneration": obj(
-        {
-            "prompt": STR,
-            "aspectRatio": {"enum": list(ASPECT_RATIOS)},
-            "flowId": nullable(UUID),
-            "meta": nullable(META),
-        }
-    ),
-    "CreateFlow": obj({"meta": META, "aliases": {"type": "object", "additionalProperties": STR}}),
-    "SetFlowAliases": obj(
-        {"aliases": {"type": "object", "additionalProperties": STR}}, ["aliases"]
-    ),
-    "CreateScope": obj(
-        {"slug": STR, "allowNewGenerations": BOOL, "newGenerationsLimit": INT, "meta": META},
-        ["slug"],
-    ),
-    "UpdateScope": obj({"allowNewGenerations": BOOL, "newGenerationsLimit": INT, "meta": META}),
-    "RegenerateScope": obj({"imageId": STR}),
-}
+SCHEMAS: Final[JSON] = component_schemas()
 
 
 @dataclass(frozen=True)
@@ -364,15 +117,15 @@ OPERATIONS: Final[dict[tuple[str, str], Op]] = {
 }  # fmt: skip
 
 QUERY: Final[dict[str, JSON]] = {
-    "limit": {"type": "integer"},
-    "offset": {"type": "integer"},
+    "limit": {"type": "integer", "description": f"default 20; clamped to 1..{MAX_PAGE_LIMIT}"},
+    "offset": {"type": "integer", "description": "default 0; a negative offset counts as 0"},
     "flowId": {"type": "string"},
     "source": {"enum": ["generated", "uploaded"]},
     "alias": {"type": "string"},
     "status": {"enum": ["pending", "processing", "success", "failed"]},
-    "includeDeleted": {"type": "string"},
-    "prompt": {"type": "string", "minLength": 1, "maxLength": 2000},
-    "scope": {"type": "string"},
+    "includeDeleted": {"type": "string", "description": "accepted and ignored: deletes are hard"},
+    "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_LIVE_PROMPT_LENGTH},
+    "scope": {"type": "string", "pattern": SCOPE_PATTERN},
     "aspectRatio": {"enum": list(ASPECT_RATIOS)},
     "autoEnhance": {"enum": ["true", "false"]},
     "template": {"enum": list(TEMPLATES)},

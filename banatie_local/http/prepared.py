@@ -1,12 +1,61 @@
-"""``cached_response``: a memory hit answered with headers encoded once, per entry."""
+"""The response headers of a served image, built from its facts and encoded once per
+cache entry, and ``cached_response``: a memory hit answered with them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final, cast
 
 from sanic.response import HTTPResponse
 
 from banatie_local.services.imagecache import CachedImage
+
+
+def image_headers(
+    image_id: str, file_hash: str, max_age: int, scope: str | None = None
+) -> dict[str, str]:
+    """The fixed headers of an image response (API.md §5.1, §6)."""
+    headers = {
+        "Cache-Control": f"public, max-age={max_age}",
+        "ETag": f'"{file_hash}"',
+        "X-Image-Id": image_id,
+    }
+    if scope is not None:
+        headers["X-Scope"] = scope
+    return headers
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedHeaders:
+    """An entry's headers, as a dictionary (for a 304) and as the bytes a 200 sends
+    (with its content type), encoded once rather than on every response: Sanic would
+    re-sanitize each value per request."""
+
+    etag: str  # quoted, as it goes on the wire
+    headers: dict[str, str]
+    wire: tuple[tuple[bytes, bytes], ...]
+
+
+def prepared(entry: CachedImage, max_age: int) -> PreparedHeaders:
+    """The entry's headers, made on its first response and kept with it."""
+    ready = entry.prepared
+    if ready is None:
+        headers = image_headers(entry.image_id, entry.file_hash, max_age, entry.scope)
+        fields = [*headers.items(), ("content-type", entry.content_type)]
+        wire = tuple(
+            (_clean(name).encode("ascii"), _clean(value).encode()) for name, value in fields
+        )
+        ready = entry.prepared = PreparedHeaders(headers["ETag"], headers, wire)
+    return cast(PreparedHeaders, ready)
+
+
+def _clean(text: str) -> str:
+    """What Sanic does to every header: no CR, LF or NUL can split the response."""
+    return text.translate(_HEADER_UNSAFE)
+
+
+_HEADER_UNSAFE: Final = {ord("\r"): None, ord("\n"): None, 0: None}
 
 
 class _PreparedResponse(HTTPResponse):
@@ -15,9 +64,9 @@ class _PreparedResponse(HTTPResponse):
 
     __slots__ = ("_wire",)
 
-    def __init__(self, entry: CachedImage, headers: dict[str, str]) -> None:
+    def __init__(self, entry: CachedImage, ready: PreparedHeaders, headers: dict[str, str]) -> None:
         super().__init__(entry.data, headers=headers, content_type=entry.content_type)
-        self._wire = entry.wire
+        self._wire = ready.wire
 
     @property
     def processed_headers(self) -> Iterator[tuple[bytes, bytes]]:
@@ -27,6 +76,9 @@ class _PreparedResponse(HTTPResponse):
             yield clean(name).encode("ascii"), clean(f"{value}").encode()
 
 
-def cached_response(entry: CachedImage, headers: dict[str, str] | None = None) -> HTTPResponse:
-    """The entry's bytes with its headers, plus ``headers`` (plain ASCII, made by us)."""
-    return _PreparedResponse(entry, headers or {})
+def cached_response(
+    entry: CachedImage, ready: PreparedHeaders, headers: dict[str, str] | None = None
+) -> HTTPResponse:
+    """The entry's bytes with its prepared headers, plus ``headers`` (plain ASCII,
+    made by us)."""
+    return _PreparedResponse(entry, ready, headers or {})

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from banatie_local.clock import Clock
-from banatie_local.constants import MAX_REFERENCE_IMAGES
+from banatie_local.constants import ALIAS_PATTERN, MAX_REFERENCE_IMAGES
 from banatie_local.db.boundary import Database
 from banatie_local.db.models import Flow, FlowAlias, Image
 from banatie_local.errors import ApiError, NotFoundError, ValidationError
 from banatie_local.services.validation import is_uuid
 
-ALIAS_RE: Final = re.compile(r"^@[A-Za-z0-9_-]{1,49}$")
+ALIAS_RE: Final = re.compile(ALIAS_PATTERN)
 PROMPT_ALIAS_RE: Final = re.compile(r"(?:^|\s)(@[\w-]+)")
 TECHNICAL: Final = ("@last", "@first", "@upload")
 

@@ -90,7 +90,7 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
         scopes=scopes,
         generations=generations,
         limiter=limiter,
-        counter=HitCounter(db, clock),
+        counter=HitCounter(db),
         owner=owner,
     )
     feed = ChangeFeed(db, cache, keys, live)

@@ -9,19 +9,18 @@ its id, with no data to move.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from peewee import JOIN, SQL, fn
 
 from banatie_local.clock import Clock, iso
+from banatie_local.constants import MAX_ALIASES_PER_REQUEST
 from banatie_local.db.boundary import Database
 from banatie_local.db.models import Flow, FlowAlias, FlowCount, Generation, Image, ProjectCount
 from banatie_local.errors import NotFoundError, ValidationError
 from banatie_local.services.aliases import AliasService, alias_not_found, check_alias
 from banatie_local.services.cascade import Cascade
 from banatie_local.services.validation import is_uuid, new_id
-
-MAX_ALIASES_PER_REQUEST: Final = 100
 
 ABSENT: Any = object()
 

@@ -128,7 +128,5 @@ class Housekeeper:
     async def _guard(self, step: Any, *args: Any) -> None:
         try:
             await step(*args)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
+        except Exception:  # cancellation is a BaseException and goes through
             log.exception("background step %s failed; will retry", getattr(step, "__name__", step))

@@ -1,4 +1,4 @@
-"""The in-memory LRU of image bytes and their response headers, for the hot paths.
+"""The in-memory LRU of image bytes and their facts, for the hot paths.
 
 Entries are keyed by how a client asked for them — ``(org, project, idOrAlias)`` —
 so a hit costs one dictionary lookup. Every key remembers which image it holds, so
@@ -13,38 +13,24 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Final
 
 from cachetools import LRUCache
 
 _ENTRY_OVERHEAD = 512  # rough bytes per entry beyond the image itself
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class CachedImage:
+    """The facts an image is served from. Its response headers are the HTTP layer's
+    business: it builds and encodes them once, on the entry's first response, and
+    keeps them in ``prepared`` so every later hit reuses them."""
+
     image_id: str
     data: bytes
     content_type: str
-    etag: str  # quoted, as it goes on the wire
-    headers: dict[str, str] = field(hash=False)
-    # ``headers`` and the content type as bytes, encoded once when the entry is made
-    # rather than on every response (Sanic would re-sanitize each value per request)
-    wire: tuple[tuple[bytes, bytes], ...] = field(init=False, hash=False, compare=False)
-
-    def __post_init__(self) -> None:
-        fields = [*self.headers.items(), ("content-type", self.content_type)]
-        wire = tuple(
-            (_clean(name).encode("ascii"), _clean(value).encode()) for name, value in fields
-        )
-        object.__setattr__(self, "wire", wire)
-
-
-def _clean(text: str) -> str:
-    """What Sanic does to every header: no CR, LF or NUL can split the response."""
-    return text.translate(_HEADER_UNSAFE)
-
-
-_HEADER_UNSAFE: Final = {ord("\r"): None, ord("\n"): None, 0: None}
+    file_hash: str
+    scope: str | None = None  # the live scope, for an entry of a live URL
+    prepared: object = field(default=None, repr=False)  # opaque here
 
 
 class _Lru(LRUCache[Hashable, CachedImage]):

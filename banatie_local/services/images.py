@@ -22,7 +22,7 @@ from banatie_local.services.imagecache import CachedImage, ImageCache
 from banatie_local.services.imagefile import ImageFacts, inspect
 from banatie_local.services.validation import is_uuid, new_id
 from banatie_local.storage import Storage, image_key
-from banatie_local.storage.base import StorageError, read_along
+from banatie_local.storage.base import read_along
 
 SOURCES = ("generated", "uploaded")
 
@@ -220,23 +220,15 @@ class ImageService:
     async def public_bytes(
         self, image_id: str, mime: str, file_hash: str, key: str, data: bytes | None = None
     ) -> CachedImage:
-        """The stored bytes with their response headers; 404 if the file is missing."""
+        """The stored bytes with the facts they are served by; 404 if the file is missing."""
         try:
             if data is None:
                 data = await self.storage.get(key)
         except FileNotFoundError:
             data = b""
-        except StorageError:
-            raise
         if not data:
             raise NotFoundError(f"image {image_id} does not exist.", "IMAGE_NOT_FOUND")
-        etag = f'"{file_hash}"'
-        headers = {
-            "Cache-Control": f"public, max-age={self.settings.cdn.max_age}",
-            "ETag": etag,
-            "X-Image-Id": image_id,
-        }
-        return CachedImage(image_id, data, mime, etag, headers)
+        return CachedImage(image_id, data, mime, file_hash)
 
 
 def check_focal_point(value: Any) -> tuple[float | None, float | None]:

@@ -17,6 +17,7 @@ from cachetools import LRUCache
 from peewee import JOIN
 
 from banatie_local.clock import Clock, iso
+from banatie_local.constants import MAX_EXPIRY_DAYS, MAX_KEY_NAME_LENGTH
 from banatie_local.db.boundary import Database
 from banatie_local.db.models import ApiKey, Organization, Project
 from banatie_local.errors import AuthError, ForbiddenError, NotFoundError, ValidationError
@@ -26,8 +27,6 @@ from banatie_local.services.validation import is_uuid, new_id
 KEY_PREFIX = "bnt_"
 KEY_RE = re.compile(r"^bnt_[0-9a-f]{64}$")
 KEY_TYPES = ("master", "project")
-MAX_NAME_LENGTH = 100
-MAX_EXPIRY_DAYS = 36500
 LAST_USED_RESOLUTION_US = 60_000_000  # write lastUsedAt at most once a minute per key
 DAY_US = 86_400_000_000
 
@@ -80,8 +79,8 @@ class KeyService:
         """
         if key_type not in KEY_TYPES:
             raise ValidationError("type must be 'master' or 'project'.", "type")
-        if name is not None and len(name) > MAX_NAME_LENGTH:
-            raise ValidationError(f"name must be at most {MAX_NAME_LENGTH} characters.", "name")
+        if name is not None and len(name) > MAX_KEY_NAME_LENGTH:
+            raise ValidationError(f"name must be at most {MAX_KEY_NAME_LENGTH} characters.", "name")
         if expires_in_days is not None and not 1 <= expires_in_days <= MAX_EXPIRY_DAYS:
             raise ValidationError(
                 f"expiresInDays must be a whole number from 1 to {MAX_EXPIRY_DAYS}.",

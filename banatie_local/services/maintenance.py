@@ -1,11 +1,11 @@
-"""Upkeep for the admin CLI: finding storage leftovers (``purge orphans``) and
-counting what the appliance holds (``stats``)."""
+"""Upkeep for the admin CLI: choosing live cache entries to drop (``purge cache``),
+finding storage leftovers (``purge orphans``) and counting what the appliance holds
+(``stats``)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 from peewee import fn
@@ -23,7 +23,7 @@ from banatie_local.db.models import (
     Project,
 )
 from banatie_local.services.cascade import Cascade
-from banatie_local.storage import LocalStorage, Storage
+from banatie_local.storage import Storage
 
 # A file younger than this may belong to a write whose row is about to be committed.
 GRACE_SECONDS: Final = 300.0
@@ -53,6 +53,18 @@ class Maintenance:
         self.storage = storage
         self.cascade = cascade
 
+    def cache_entries(
+        self, project_id: str | None = None, scope_id: str | None = None
+    ) -> list[LiveCacheEntry]:
+        """Live cache entries: every one, a project's, or (with ``scope_id``) one
+        scope's."""
+        query = LiveCacheEntry.select()
+        if project_id is not None:
+            query = query.where(LiveCacheEntry.project_id == project_id)
+        if scope_id is not None:
+            query = query.where(LiveCacheEntry.scope_id == scope_id)
+        return list(query)
+
     async def find_orphans(self, grace_seconds: float = GRACE_SECONDS) -> OrphanReport:
         """Files with no image row (older than the grace period), image rows with no
         file, keys recorded when a delete could not remove them, and temp leftovers."""
@@ -71,8 +83,7 @@ class Maintenance:
         )
         recorded = await self.db.read(_recorded_keys)
         report.recorded_files = sorted(k for k in recorded if k not in rows)
-        if isinstance(self.storage, LocalStorage):
-            report.temp_files = sorted(str(p) for p in self.storage.temp_files(cutoff))
+        report.temp_files = await self.storage.leftover_temp_files(cutoff)
         return report
 
     async def purge_orphans(self, report: OrphanReport) -> None:
@@ -81,8 +92,7 @@ class Maintenance:
         keys = sorted(set(report.files_without_rows) | set(report.recorded_files))
         await self.db.write(self._purge_rows, report.rows_without_files, keys)
         await self.cascade.remove_files(keys)  # a key that fails again is re-recorded
-        for temp in report.temp_files:
-            Path(temp).unlink(missing_ok=True)
+        await self.storage.remove_temp_files(report.temp_files)
         report.removed = True
 
     def _purge_rows(self, image_ids: list[str], keys: list[str]) -> None:

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from banatie_local.clock import Clock, iso
+from banatie_local.constants import MAX_SCOPE_GENERATIONS_LIMIT
 from banatie_local.db.boundary import Database
 from banatie_local.db.models import Organization, Project
 from banatie_local.errors import ConflictError, NotFoundError, ValidationError
 from banatie_local.services.validation import check_slug, new_id
 
 DEFAULT_SLUG = "default"
-MAX_SCOPE_GENERATION_LIMIT = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -102,11 +102,11 @@ class ProjectService:
     ) -> Project:
         """Change the project's live settings; None leaves a setting as it is."""
         if new_live_scopes_generation_limit is not None and not (
-            0 <= new_live_scopes_generation_limit <= MAX_SCOPE_GENERATION_LIMIT
+            0 <= new_live_scopes_generation_limit <= MAX_SCOPE_GENERATIONS_LIMIT
         ):
             raise ValidationError(
                 "newLiveScopesGenerationLimit must be a whole number from 0 to "
-                f"{MAX_SCOPE_GENERATION_LIMIT}.",
+                f"{MAX_SCOPE_GENERATIONS_LIMIT}.",
                 "newLiveScopesGenerationLimit",
             )
         if allow_new_live_scopes is not None:

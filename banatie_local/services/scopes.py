@@ -9,6 +9,7 @@ from typing import Any, Final
 from peewee import JOIN, SQL, fn
 
 from banatie_local.clock import Clock, iso
+from banatie_local.constants import MAX_SCOPE_GENERATIONS_LIMIT, SCOPE_PATTERN
 from banatie_local.db.boundary import Database
 from banatie_local.db.models import (
     Image,
@@ -22,8 +23,7 @@ from banatie_local.errors import ConflictError, NotFoundError, ValidationError
 from banatie_local.services.cascade import Cascade
 from banatie_local.services.validation import new_id
 
-SCOPE_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-MAX_SCOPE_LIMIT: Final = 1_000_000
+SCOPE_RE: Final = re.compile(SCOPE_PATTERN)
 
 
 def check_scope_slug(value: object, field: str = "slug") -> str:
@@ -187,9 +187,13 @@ class ScopeService:
 
 
 def check_limit(value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SCOPE_LIMIT:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 0 <= value <= MAX_SCOPE_GENERATIONS_LIMIT
+    ):
         raise ValidationError(
-            f"newGenerationsLimit must be a whole number from 0 to {MAX_SCOPE_LIMIT}.",
+            f"newGenerationsLimit must be a whole number from 0 to {MAX_SCOPE_GENERATIONS_LIMIT}.",
             "newGenerationsLimit",
         )
     return value

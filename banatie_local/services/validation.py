@@ -6,9 +6,10 @@ import json
 import re
 import uuid
 
+from banatie_local.constants import MAX_META_BYTES, SLUG_PATTERN
 from banatie_local.errors import ValidationError
 
-SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+SLUG_RE = re.compile(SLUG_PATTERN)
 
 
 def check_slug(value: str, field: str) -> str:
@@ -32,9 +33,6 @@ def is_uuid(value: str) -> bool:
 
 def new_id() -> str:
     return str(uuid.uuid4())
-
-
-MAX_META_BYTES = 16 * 1024
 
 
 def check_meta(value: object, field: str = "meta") -> dict[str, object]:

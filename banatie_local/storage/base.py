@@ -87,3 +87,12 @@ class Storage(Protocol):
     async def healthy(self) -> bool:
         """Whether the backend can be read and written now."""
         ...
+
+    async def leftover_temp_files(self, older_than: float) -> list[str]:
+        """Temporary files a crashed write left behind, older than ``older_than`` (a
+        Unix time); none for a backend whose writes are atomic on the server (S3)."""
+        ...
+
+    async def remove_temp_files(self, names: list[str]) -> None:
+        """Remove files that ``leftover_temp_files`` named."""
+        ...

@@ -77,11 +77,25 @@ class LocalStorage:
             raise StorageError(f"cannot delete {key}: {exc.strerror or exc}") from exc
         return True
 
-    def temp_files(self, older_than: float) -> list[Path]:
+    async def leftover_temp_files(self, older_than: float) -> list[str]:
+        return await asyncio.to_thread(self._temp_files, older_than)
+
+    def _temp_files(self, older_than: float) -> list[str]:
         """Leftover temp files (a write interrupted by a crash) older than the cut-off."""
         if not self._tmp.is_dir():
             return []
-        return [p for p in self._tmp.iterdir() if p.is_file() and p.stat().st_mtime < older_than]
+        return sorted(
+            str(p) for p in self._tmp.iterdir() if p.is_file() and p.stat().st_mtime < older_than
+        )
+
+    async def remove_temp_files(self, names: list[str]) -> None:
+        await asyncio.to_thread(self._remove_temp, names)
+
+    def _remove_temp(self, names: list[str]) -> None:
+        for name in names:
+            path = Path(name)
+            if path.parent == self._tmp:  # only what leftover_temp_files names
+                path.unlink(missing_ok=True)
 
     def _list(self, prefix: str) -> list[str]:
         if not self.root.is_dir():

@@ -151,6 +151,12 @@ class MinioStorage:
     async def list_keys(self, prefix: str = "") -> list[str]:
         return await self._call("listing", prefix or "/", self._list, prefix)
 
+    async def leftover_temp_files(self, older_than: float) -> list[str]:
+        return []  # an S3 PUT is atomic: nothing is left half-written
+
+    async def remove_temp_files(self, names: list[str]) -> None:
+        return None
+
     async def healthy(self) -> bool:
         """Whether the endpoint answers and the bucket exists (creating it if missing)."""
         try:

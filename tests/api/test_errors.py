@@ -80,6 +80,7 @@ def test_oversized_body_is_413(start_server: Callable[..., Running]) -> None:
     body = b"x" * (limit + 1)
     response = running.admin("POST", "/api/admin/keys", content=body)
     assert_error(response, 413, "FILE_TOO_LARGE")
+    assert "up to 0.1 MB" in response.json()["error"]["message"]  # the limit, in MB
 
 
 def test_oversized_chunked_body_is_413(start_server: Callable[..., Running]) -> None:

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from PIL import Image as PILImage
 
+from banatie_local.http.clientip import client_ip
 from banatie_local.providers import GeneratedImage, ProviderError, ReferenceImage
-from banatie_local.services.container import open_services
 from banatie_local.services.live import LiveParams, cache_key
 from tests.api.test_errors import assert_error
 from tests.conftest import Running
@@ -462,22 +462,15 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(start_server: Start
     ],
 )
 def test_client_ip(tmp_path: Path, peer: str, forwarded: str | None, expected: str) -> None:
-    """``LiveService.client_ip`` with trusted proxies 127.0.0.1 and 10.0.0.0/8."""
+    """``client_ip`` with trusted proxies 127.0.0.1 and 10.0.0.0/8."""
     settings = make_settings(tmp_path / "data", server__trusted_proxies=["127.0.0.1", "10.0.0.0/8"])
-    services = open_services(settings, provider=FakeProvider())
-    try:
-        assert services.live.client_ip(peer, forwarded) == expected
-    finally:
-        services.close()
+    assert client_ip(peer, forwarded, settings.server.trusted_networks) == expected
 
 
 def test_client_ip_without_trusted_proxies_is_the_peer(tmp_path: Path) -> None:
-    services = open_services(make_settings(tmp_path / "data"), provider=FakeProvider())
-    try:
-        assert services.live.client_ip("127.0.0.1", "203.0.113.7") == "127.0.0.1"
-        assert services.live.client_ip("10.0.0.1", "203.0.113.7, 10.0.0.2") == "10.0.0.1"
-    finally:
-        services.close()
+    trusted = make_settings(tmp_path / "data").server.trusted_networks
+    assert client_ip("127.0.0.1", "203.0.113.7", trusted) == "127.0.0.1"
+    assert client_ip("10.0.0.1", "203.0.113.7, 10.0.0.2", trusted) == "10.0.0.1"
 
 
 # -------------------------------------------------------------------- scope rules

@@ -14,13 +14,11 @@ SLOT = PAYLOAD + OVERHEAD
 
 
 def entry(image_id: str, size: int = PAYLOAD, fill: bytes = b"x") -> CachedImage:
-    etag = f'"{image_id}-hash"'
     return CachedImage(
         image_id=image_id,
         data=(fill * size)[:size],
         content_type="image/png",
-        etag=etag,
-        headers={"ETag": etag, "X-Image-Id": image_id},
+        file_hash=f"{image_id}-hash",
     )
 
 
@@ -218,16 +216,17 @@ def test_replacing_a_keys_image_updates_the_reverse_index() -> None:
     assert len(cache) == 0
 
 
-def test_entries_keep_their_headers() -> None:
+def test_entries_keep_their_facts() -> None:
     cache = ImageCache(10 * SLOT)
     stored = entry("a")
     cache.put(key("a"), stored)
     found = cache.get(key("a"))
     assert found is not None
-    assert found.headers == {"ETag": '"a-hash"', "X-Image-Id": "a"}
-    assert found.etag == '"a-hash"'
+    assert found.file_hash == "a-hash"
     assert found.content_type == "image/png"
     assert found.image_id == "a"
+    assert found.scope is None
+    assert found.prepared is None  # the HTTP layer fills it on the first response
 
 
 def assert_consistent(cache: ImageCache) -> None:

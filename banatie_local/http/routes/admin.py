@@ -7,13 +7,9 @@ from sanic.response import HTTPResponse
 
 from banatie_local.http.auth import read, services_of, write
 from banatie_local.http.responses import ok, page
-from banatie_local.http.validation import Body, pagination
-from banatie_local.services.keys import (
-    MAX_EXPIRY_DAYS,
-    MAX_NAME_LENGTH,
-    created_key_to_dict,
-    key_to_dict,
-)
+from banatie_local.http.shapes import CreateKey, decode
+from banatie_local.http.validation import pagination
+from banatie_local.services.keys import created_key_to_dict, key_to_dict
 
 
 async def initial_key(request: Request) -> HTTPResponse:
@@ -25,16 +21,16 @@ async def initial_key(request: Request) -> HTTPResponse:
 
 async def create_key(request: Request) -> HTTPResponse:
     """Create a master or project key; unknown organization/project slugs are created."""
-    body = Body.of(request)
+    body = decode(request, CreateKey, required=False)
     keys = services_of(request).keys
     created = await write(
         request,
         keys.create,
-        key_type=body.text("type", required=True, max_length=16) or "",
-        org_slug=body.text("organizationSlug", max_length=63),
-        project_slug=body.text("projectSlug", max_length=63),
-        name=body.text("name", max_length=MAX_NAME_LENGTH),
-        expires_in_days=body.integer("expiresInDays", minimum=1, maximum=MAX_EXPIRY_DAYS),
+        key_type=body.type,
+        org_slug=body.organization_slug,
+        project_slug=body.project_slug,
+        name=body.name,
+        expires_in_days=body.expires_in_days,
     )
     return ok(created_key_to_dict(created), 201)
 

@@ -7,7 +7,7 @@ from sanic.response import HTTPResponse
 
 from banatie_local.errors import NotFoundError
 from banatie_local.http.auth import services_of
-from banatie_local.http.prepared import cached_response
+from banatie_local.http.prepared import cached_response, prepared
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -22,6 +22,7 @@ def etag_matches(header: str | None, etag: str) -> bool:
 
 
 def not_modified(etag: str, image_id: str, max_age: int) -> HTTPResponse:
+    """A 304 of ``/img/``: the image's ETag, Cache-Control and id."""
     return HTTPResponse(
         status=304,
         headers={
@@ -36,6 +37,7 @@ async def cdn_image(request: Request, org: str, project: str, ref: str) -> HTTPR
     """Image bytes by id or project ``@alias``; ``If-None-Match`` answers 304."""
     services = services_of(request)
     cache = services.image_cache
+    max_age = services.settings.cdn.max_age
     key = (org, project, ref)
     entry = cache.get(key)
     if entry is None:
@@ -48,9 +50,10 @@ async def cdn_image(request: Request, org: str, project: str, ref: str) -> HTTPR
             raise NotFoundError(f"image {ref} does not exist.", "IMAGE_NOT_FOUND")
         image_id, mime, file_hash, storage_key = found
         if etag_matches(request.headers.get("if-none-match"), f'"{file_hash}"'):
-            return not_modified(f'"{file_hash}"', image_id, services.settings.cdn.max_age)
+            return not_modified(f'"{file_hash}"', image_id, max_age)
         entry = await images.public_bytes(image_id, mime, file_hash, storage_key, data)
         cache.put(key, entry, epoch)
-    elif etag_matches(request.headers.get("if-none-match"), entry.etag):
-        return not_modified(entry.etag, entry.image_id, services.settings.cdn.max_age)
-    return cached_response(entry)
+    ready = prepared(entry, max_age)
+    if etag_matches(request.headers.get("if-none-match"), ready.etag):
+        return not_modified(ready.etag, entry.image_id, max_age)
+    return cached_response(entry, ready)

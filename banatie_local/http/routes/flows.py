@@ -8,12 +8,12 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from banatie_local.db.models import Flow
-from banatie_local.errors import ValidationError
 from banatie_local.http.auth import context_of, read, services_of, write
 from banatie_local.http.responses import ok, page
 from banatie_local.http.routes.generations import present_one
 from banatie_local.http.routes.images import present
-from banatie_local.http.validation import Body, pagination
+from banatie_local.http.shapes import CreateFlow, SetFlowAliases, decode
+from banatie_local.http.validation import pagination
 from banatie_local.services.flows import flow_to_dict
 from banatie_local.services.generations import GenerationFilters, present_generations
 from banatie_local.services.images import ImageFilters
@@ -31,14 +31,13 @@ async def _shown(request: Request, flow: Flow) -> HTTPResponse:
 
 async def create_flow(request: Request) -> HTTPResponse:
     """Create a flow, optionally with ``meta`` and ``aliases``."""
-    body = Body.of(request)
-    meta = body.mapping("meta")
+    body = decode(request, CreateFlow, required=False)
     view = await write(
         request,
         services_of(request).flows.create,
         context_of(request).project_id,
-        check_meta(meta) if meta is not None else None,
-        body.mapping("aliases"),
+        check_meta(body.meta) if body.meta is not None else None,
+        body.aliases,
     )
     return ok(flow_to_dict(view), 201)
 
@@ -94,9 +93,7 @@ async def flow_images(request: Request, flow_id: str) -> HTTPResponse:
 async def set_flow_aliases(request: Request, flow_id: str) -> HTTPResponse:
     """Merge ``{"aliases": {"@name": "<imageId>"}}`` into the flow's alias map."""
     flow = await _flow(request, flow_id)
-    aliases = Body.of(request, required=True).mapping("aliases", required=True)
-    if aliases is None:
-        raise ValidationError("aliases must be an object of @alias to image id.", "aliases")
+    aliases = decode(request, SetFlowAliases).aliases
     await write(request, services_of(request).flows.set_aliases, flow, aliases)
     return await _shown(request, flow)
 

@@ -14,18 +14,16 @@ from banatie_local.errors import ValidationError
 from banatie_local.http.auth import context_of, read, services_of
 from banatie_local.http.responses import ok, page
 from banatie_local.http.routes.images import flow_arg, present
-from banatie_local.http.validation import Body, pagination
+from banatie_local.http.shapes import CreateGeneration, UpdateGeneration, decode
+from banatie_local.http.validation import pagination
 from banatie_local.services.flows import ABSENT
 from banatie_local.services.generations import (
     STATUSES,
     GenerationFilters,
     GenerationRequest,
-    check_template,
     present_generations,
 )
 from banatie_local.services.validation import check_meta
-
-MAX_REF_LENGTH = 100
 
 
 async def present_one(request: Request, generation: Generation) -> dict[str, Any]:
@@ -38,45 +36,18 @@ def _presenter(request: Request) -> Callable[[Image], dict[str, Any]]:
     return lambda image: present(request, image)
 
 
-def _references(body: Body) -> list[str]:
-    value = body.data.get("referenceImages")
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(
-        isinstance(v, str) and 0 < len(v) <= MAX_REF_LENGTH for v in value
-    ):
-        raise ValidationError(
-            "referenceImages must be an array of image ids or aliases.", "referenceImages"
-        )
-    return value
-
-
-def _aspect_ratio(body: Body) -> str:
-    value = body.text("aspectRatio", max_length=16)
-    return DEFAULT_API_ASPECT_RATIO if value is None else value  # "" is checked, and refused
-
-
-def _template(body: Body) -> str:
-    options = body.mapping("enhancementOptions")
-    if not options or options.get("template") is None:
-        return "general"
-    return check_template(options["template"])
-
-
-def _generation_request(body: Body) -> GenerationRequest:
-    meta = body.mapping("meta")
+def _generation_request(body: CreateGeneration) -> GenerationRequest:
+    options = body.enhancement_options
     return GenerationRequest(
-        prompt=body.text("prompt", required=True, max_length=100_000) or "",
-        aspect_ratio=_aspect_ratio(body),
-        reference_images=_references(body),
-        flow_id=body.data.get("flowId", ABSENT),
-        alias=body.text("alias", max_length=1000),
-        flow_alias=body.text("flowAlias", max_length=1000),
-        auto_enhance=True
-        if body.boolean("autoEnhance") is None
-        else bool(body.boolean("autoEnhance")),
-        template=_template(body),
-        meta=check_meta(meta) if meta is not None else None,
+        prompt=body.prompt,
+        aspect_ratio=body.aspect_ratio or DEFAULT_API_ASPECT_RATIO,
+        reference_images=body.reference_images or [],
+        flow_id=body.flow_id if body.given("flow_id") else ABSENT,
+        alias=body.alias,
+        flow_alias=body.flow_alias,
+        auto_enhance=True if body.auto_enhance is None else body.auto_enhance,
+        template=(options.template if options and options.template else None) or "general",
+        meta=check_meta(body.meta) if body.meta is not None else None,
     )
 
 
@@ -87,7 +58,7 @@ def wants_async(request: Request) -> bool:
 
 async def create_generation(request: Request) -> HTTPResponse:
     """Generate an image: 201 when done, or 202 at once with ``Prefer: respond-async``."""
-    body = Body.of(request, required=True)
+    body = decode(request, CreateGeneration)
     wait = not wants_async(request)
     generation = await services_of(request).generations.create(
         context_of(request), _generation_request(body), wait=wait
@@ -125,16 +96,15 @@ async def get_generation(request: Request, generation_id: str) -> HTTPResponse:
 
 async def update_generation(request: Request, generation_id: str) -> HTTPResponse:
     """Change ``meta``/``flowId``; a new ``prompt`` or ``aspectRatio`` regenerates in place."""
-    body = Body.of(request, required=True)
+    body = decode(request, UpdateGeneration)
     generation = await _generation(request, generation_id)
-    meta = body.data.get("meta", ABSENT)
     updated = await services_of(request).generations.update(
         context_of(request),
         generation,
-        prompt=body.text("prompt", max_length=100_000),
-        aspect_ratio=body.text("aspectRatio", max_length=16),
-        flow_id=body.data.get("flowId", ABSENT),
-        meta=None if meta is ABSENT else check_meta({} if meta is None else meta),
+        prompt=body.prompt,
+        aspect_ratio=body.aspect_ratio,
+        flow_id=body.flow_id if body.given("flow_id") else ABSENT,
+        meta=check_meta(body.meta or {}) if body.given("meta") else None,
     )
     return ok(await present_one(request, updated))
 

@@ -11,9 +11,14 @@ from banatie_local import __version__
 from banatie_local.constants import (
     ASPECT_RATIOS,
     IMAGE_FORMATS,
+    MAX_ALIASES_PER_REQUEST,
+    MAX_EXPLICIT_REFERENCES,
     MAX_LIVE_PROMPT_LENGTH,
+    MAX_META_BYTES,
+    MAX_PAGE_LIMIT,
     MAX_PROMPT_LENGTH,
     MAX_REFERENCE_IMAGES,
+    MAX_SCOPE_GENERATIONS_LIMIT,
     TEMPLATES,
 )
 from banatie_local.http.auth import services_of
@@ -64,6 +69,11 @@ async def info(request: Request) -> HTTPResponse:
                 "maxReferenceImages": MAX_REFERENCE_IMAGES,
                 "maxPromptLength": MAX_PROMPT_LENGTH,
                 "maxLivePromptLength": MAX_LIVE_PROMPT_LENGTH,
+                "maxReferenceImagesListed": MAX_EXPLICIT_REFERENCES,
+                "maxAliasesPerRequest": MAX_ALIASES_PER_REQUEST,
+                "maxMetaBytes": MAX_META_BYTES,
+                "maxPageLimit": MAX_PAGE_LIMIT,
+                "maxScopeGenerationsLimit": MAX_SCOPE_GENERATIONS_LIMIT,
                 "requestsPerHour": settings.limits.requests_per_hour,
                 "liveNewGenerationsPerIpPerHour": settings.live.new_generations_per_ip_per_hour,
             },

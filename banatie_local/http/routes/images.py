@@ -9,16 +9,16 @@ from sanic.response import HTTPResponse
 
 from banatie_local.db.models import Image
 from banatie_local.errors import ValidationError
+from banatie_local.http import shapes
 from banatie_local.http.auth import context_of, read, services_of, write
 from banatie_local.http.responses import ok, page
-from banatie_local.http.validation import Body, pagination, parse_json
+from banatie_local.http.shapes import SetAlias, UpdateImage, decode
+from banatie_local.http.validation import pagination, parse_json
 from banatie_local.services.aliases import ALIAS_RE, check_alias
 from banatie_local.services.flows import ABSENT
 from banatie_local.services.imagefile import invalid
 from banatie_local.services.images import SOURCES, ImageFilters, Upload, image_to_dict
-from banatie_local.services.validation import MAX_META_BYTES, check_meta, is_uuid
-
-MAX_FIELD_LENGTH = 1000
+from banatie_local.services.validation import check_meta, is_uuid
 
 
 def present(request: Request, image: Image) -> dict[str, Any]:
@@ -37,15 +37,6 @@ def flow_arg(request: Request) -> str | None:
     return str(raw).lower()
 
 
-def _form_text(request: Request, name: str, max_length: int) -> str | None:
-    value = request.form.get(name) if request.form else None
-    if value is None:
-        return None
-    if len(value) > max_length:
-        raise ValidationError(f"{name} must be at most {max_length} characters.", name)
-    return str(value)
-
-
 def _read_upload(request: Request) -> Upload:
     if not request.content_type.startswith("multipart/form-data"):
         raise invalid("send the image as multipart/form-data in a field named file.")
@@ -56,17 +47,21 @@ def _read_upload(request: Request) -> Upload:
     upload = files.get("file") if files else None
     if upload is None:
         raise invalid("the upload has no file field.")
-    flow_raw = _form_text(request, "flowId", 64)
-    meta_raw = _form_text(request, "meta", MAX_META_BYTES)
+    form = request.form
+    names = ("alias", "flowId", "flowAlias", "meta")
+    fields: dict[str, str | None] = {n: form.get(n) if form else None for n in names}
+    flow_raw = fields["flowId"]
+    if flow_raw in ("", "null"):
+        fields["flowId"] = None
+    checked = shapes.validate(shapes.Upload, {"file": upload.body, **fields})
     meta = None
-    if meta_raw is not None and meta_raw.strip():
-        meta = check_meta(parse_json(meta_raw, "meta"))
+    if checked.meta is not None and checked.meta.strip():
+        meta = check_meta(parse_json(checked.meta, "meta"))
     return Upload(
         data=upload.body,
-        # Long or odd aliases are left to check_alias, which names the right error code.
-        alias=_form_text(request, "alias", MAX_FIELD_LENGTH),
-        flow_id=ABSENT if not flow_raw else (None if flow_raw == "null" else flow_raw),
-        flow_alias=_form_text(request, "flowAlias", MAX_FIELD_LENGTH),
+        alias=checked.alias,
+        flow_id=ABSENT if not flow_raw else checked.flow_id,
+        flow_alias=checked.flow_alias,
         meta=meta,
     )
 
@@ -110,11 +105,12 @@ async def get_image(request: Request, ref: str) -> HTTPResponse:
 
 async def update_image(request: Request, ref: str) -> HTTPResponse:
     """Change ``focalPoint`` and ``meta``; an ``alias`` field is ignored."""
-    body = Body.of(request)
-    meta = body.data.get("meta", ABSENT)
+    body = decode(request, UpdateImage, required=False)
     images, ctx, flow = services_of(request).images, context_of(request), flow_arg(request)
-    focal_point = body.data.get("focalPoint", ABSENT)
-    new_meta = None if meta is ABSENT else check_meta({} if meta is None else meta)
+    focal_point: Any = ABSENT
+    if body.given("focal_point"):
+        focal_point = body.focal_point.model_dump() if body.focal_point else None
+    new_meta = None if not body.given("meta") else check_meta(body.meta or {})
     updated = await write(
         request, lambda: images.update(images.get(ctx, ref, flow), focal_point, new_meta)
     )
@@ -123,12 +119,9 @@ async def update_image(request: Request, ref: str) -> HTTPResponse:
 
 async def set_image_alias(request: Request, ref: str) -> HTTPResponse:
     """Assign (``{"alias": "@name"}``, moving it) or remove (``{"alias": null}``)."""
-    body = Body.of(request, required=True)
-    if not body.has("alias"):
-        raise ValidationError("alias is required (a string, or null to remove).", "alias")
-    alias = body.text("alias", max_length=MAX_FIELD_LENGTH)
+    alias = decode(request, SetAlias).alias
     if alias is not None:
-        alias = check_alias(alias)
+        alias = check_alias(alias)  # a reserved name is refused there
     images, ctx, flow = services_of(request).images, context_of(request), flow_arg(request)
     image = await write(request, lambda: images.set_alias(images.get(ctx, ref, flow), alias))
     return ok(present(request, image))

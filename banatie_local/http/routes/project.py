@@ -7,8 +7,8 @@ from sanic.response import HTTPResponse
 
 from banatie_local.http.auth import context_of, services_of, write
 from banatie_local.http.responses import ok
-from banatie_local.http.validation import Body
-from banatie_local.services.projects import MAX_SCOPE_GENERATION_LIMIT, project_to_dict
+from banatie_local.http.shapes import UpdateProject, decode
+from banatie_local.services.projects import project_to_dict
 
 
 async def get_project(request: Request) -> HTTPResponse:
@@ -20,14 +20,12 @@ async def get_project(request: Request) -> HTTPResponse:
 async def update_project(request: Request) -> HTTPResponse:
     """Change ``allowNewLiveScopes`` and ``newLiveScopesGenerationLimit``."""
     context = context_of(request)
-    body = Body.of(request, required=True)
+    body = decode(request, UpdateProject)
     project = await write(
         request,
         services_of(request).projects.update_settings,
         context.project,
-        allow_new_live_scopes=body.boolean("allowNewLiveScopes"),
-        new_live_scopes_generation_limit=body.integer(
-            "newLiveScopesGenerationLimit", minimum=0, maximum=MAX_SCOPE_GENERATION_LIMIT
-        ),
+        allow_new_live_scopes=body.allow_new_live_scopes,
+        new_live_scopes_generation_limit=body.new_live_scopes_generation_limit,
     )
     return ok(project_to_dict(context.organization, project))

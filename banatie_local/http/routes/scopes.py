@@ -9,8 +9,9 @@ from banatie_local.db.models import Image, LiveScope
 from banatie_local.http.auth import context_of, read, services_of, write
 from banatie_local.http.responses import dumps, ok, page
 from banatie_local.http.routes.images import present
-from banatie_local.http.validation import Body, pagination
-from banatie_local.services.scopes import MAX_SCOPE_LIMIT, ScopeView, scope_to_dict
+from banatie_local.http.shapes import CreateScope, RegenerateScope, UpdateScope, decode
+from banatie_local.http.validation import pagination
+from banatie_local.services.scopes import ScopeView, scope_to_dict
 from banatie_local.services.validation import check_meta
 
 
@@ -19,19 +20,17 @@ async def _scope(request: Request, slug: str) -> LiveScope:
     return await read(request, scopes.get, context_of(request).project_id, slug)
 
 
-def _meta(body: Body) -> dict[str, object] | None:
-    meta = body.mapping("meta")
-    return check_meta(meta) if meta is not None else None
+def _meta(body: CreateScope | UpdateScope) -> dict[str, object] | None:
+    return check_meta(body.meta) if body.meta is not None else None
 
 
 async def create_scope(request: Request) -> HTTPResponse:
     """Create a scope: ``{slug, allowNewGenerations?, newGenerationsLimit?, meta?}``."""
-    body = Body.of(request, required=True)
+    body = decode(request, CreateScope)
     services = services_of(request)
-    allow = body.boolean("allowNewGenerations")
-    limit = body.integer("newGenerationsLimit", minimum=0, maximum=MAX_SCOPE_LIMIT)
+    allow, limit = body.allow_new_generations, body.new_generations_limit
     scopes, project_id = services.scopes, context_of(request).project_id
-    slug = body.text("slug", required=True, max_length=1000) or ""
+    slug = body.slug
     meta = _meta(body)
     view = await write(
         request,
@@ -85,11 +84,10 @@ async def get_scope(request: Request, slug: str) -> HTTPResponse:
 
 async def update_scope(request: Request, slug: str) -> HTTPResponse:
     """Change ``allowNewGenerations``, ``newGenerationsLimit`` (≥ 0) and ``meta``."""
-    body = Body.of(request, required=True)
+    body = decode(request, UpdateScope)
     scopes = services_of(request).scopes
     scope = await _scope(request, slug)
-    allow = body.boolean("allowNewGenerations")
-    limit = body.integer("newGenerationsLimit", minimum=0, maximum=MAX_SCOPE_LIMIT)
+    allow, limit = body.allow_new_generations, body.new_generations_limit
     meta = _meta(body)
     view = await write(request, lambda: scopes.view(scopes.update(scope, allow, limit, meta)))
     return ok(scope_to_dict(view))
@@ -97,10 +95,9 @@ async def update_scope(request: Request, slug: str) -> HTTPResponse:
 
 async def regenerate_scope(request: Request, slug: str) -> HTTPResponse:
     """Regenerate ``{imageId}`` or every image of the scope, in place."""
-    body = Body.of(request)
+    image_id = decode(request, RegenerateScope, required=False).image_id
     services = services_of(request)
     scope = await _scope(request, slug)
-    image_id = body.text("imageId", max_length=100)
     ctx = context_of(request)
     done, image_ids = await services.live.regenerate(ctx, scope, image_id)
     images = await read(request, lambda: [services.images.get(ctx, i) for i in image_ids])

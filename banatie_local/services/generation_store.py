@@ -1,0 +1,115 @@
+"""Where a generation's output goes: the file first, then its image row (new, or the
+same row and key rewritten in place by a regeneration) and the output aliases, in
+one write with the generation's own success. A crash therefore leaves at worst a
+file without a row, never a row without a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from banatie_local.clock import Clock
+from banatie_local.db.boundary import Database
+from banatie_local.db.models import Generation, Image
+from banatie_local.providers.base import GeneratedImage
+from banatie_local.services.aliases import AliasService
+from banatie_local.services.cascade import Cascade
+from banatie_local.services.context import Context
+from banatie_local.services.flows import FlowService
+from banatie_local.services.validation import new_id
+from banatie_local.storage import Storage, image_key
+
+
+@dataclass
+class GenerationStore:
+    """Writes a run's output: the file, then its image row, aliases and success."""
+
+    db: Database
+    clock: Clock
+    storage: Storage
+    aliases: AliasService
+    flows: FlowService
+    cascade: Cascade
+    # The meta a first output image gets, by generation, while its run is pending.
+    image_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    async def store(
+        self,
+        ctx: Context,
+        generation: Generation,
+        existing: Image | None,
+        result: GeneratedImage,
+        succeed: Callable[[str], None],
+    ) -> str:
+        """Write the output: over the existing output image (regeneration), else new;
+        ``succeed(image_id)`` runs in the same write as the image row."""
+        file_hash = hashlib.sha256(result.data).hexdigest()
+        facts = {
+            "mime_type": result.mime_type,
+            "file_size": len(result.data),
+            "file_hash": file_hash,
+            "width": result.width,
+            "height": result.height,
+        }
+        if existing is not None:
+            await self.storage.put(existing.storage_key, result.data, result.mime_type)
+            await self.db.write(self.rewrite_image, existing.id, facts, succeed)
+            return str(existing.id)
+        image_id = new_id()
+        key = image_key(ctx.organization.slug, ctx.project.slug, image_id)
+        await self.storage.put(key, result.data, result.mime_type)
+        try:
+            await self.db.write(self._insert_output, generation, image_id, key, facts, succeed)
+        except BaseException:
+            await self.cascade.remove_files([key])
+            raise
+        return image_id
+
+    def rewrite_image(
+        self,
+        image_id: str,
+        facts: dict[str, Any],
+        succeed: Callable[[str], None] | None = None,
+    ) -> None:
+        """The image row brought in line with new bytes under the same key (inside a
+        write); every cached copy of it is dropped."""
+        Image.update(**facts, updated_at=self.clock.now_us()).where(Image.id == image_id).execute()
+        self.cascade.cache.evict_image(image_id)
+        if succeed is not None:
+            succeed(image_id)
+
+    def _insert_output(
+        self,
+        generation: Generation,
+        image_id: str,
+        key: str,
+        facts: dict[str, Any],
+        succeed: Callable[[str], None],
+    ) -> None:
+        now = self.clock.now_us()
+        image = Image.create(
+            id=image_id,
+            project_id=generation.project_id,
+            flow_id=generation.flow_id,
+            generation_id=generation.id,
+            storage_key=key,
+            source="generated",
+            meta=self.image_meta.get(generation.id, {}),
+            created_at=now,
+            updated_at=now,
+            **facts,
+        )
+        Generation.update(output_image_id=image_id).where(Generation.id == generation.id).execute()
+        self._output_aliases(generation, image)
+        succeed(image_id)
+
+    def _output_aliases(self, generation: Generation, image: Image) -> None:
+        if generation.output_alias:
+            for changed in self.aliases.assign_project_alias(image, generation.output_alias):
+                self.cascade.cache.evict_image(changed)
+        if generation.output_flow_alias and generation.flow_id:
+            self.flows.ensure(generation.project_id, generation.flow_id)
+            self.aliases.set_flow_alias(generation.flow_id, generation.output_flow_alias, image.id)
