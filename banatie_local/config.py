@@ -268,7 +268,7 @@ def settings_table() -> Iterator[SettingSpec]:
 def _from_text(spec: SettingSpec, raw: str) -> Any:
     """Turn an environment string into a TOML-like value for ``_coerce``."""
     if spec.type is bool:
-        value = truth(raw.strip(), switch=True)
+        value = truth(raw.strip())
         return raw if value is None else value
     if spec.type is int:
         try:

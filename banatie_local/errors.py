@@ -33,7 +33,7 @@ class ValidationError(ApiError):
     status = 400
     default_code = "VALIDATION_ERROR"
 
-    def __init__(self, message: str, field: str | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, code: str | None = None, *, field: str | None = None) -> None:
         super().__init__(message, code, {"field": field} if field else None)
 
 
@@ -75,11 +75,6 @@ class RateLimitError(ApiError):
 class GenerationFailedError(ApiError):
     status = 502
     default_code = "GENERATION_FAILED"
-
-
-class StorageUnavailableError(ApiError):
-    status = 503
-    default_code = "STORAGE_UNAVAILABLE"
 
 
 class DatabaseBusyError(ApiError):

@@ -21,6 +21,7 @@ from banatie_local.constants import (
     TEMPLATES,
 )
 from banatie_local.http.shapes import component_schemas
+from banatie_local.text import FALSE_WORDS, TRUE_WORDS
 
 JSON = dict[str, Any]
 
@@ -127,7 +128,7 @@ QUERY: Final[dict[str, JSON]] = {
     "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_LIVE_PROMPT_LENGTH},
     "scope": {"type": "string", "pattern": SCOPE_PATTERN},
     "aspectRatio": {"enum": list(ASPECT_RATIOS)},
-    "autoEnhance": {"enum": ["true", "false"]},
+    "autoEnhance": {"enum": sorted(TRUE_WORDS | FALSE_WORDS)},
     "template": {"enum": list(TEMPLATES)},
 }
 

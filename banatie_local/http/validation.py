@@ -29,7 +29,7 @@ def parse_json(raw: bytes | str, field: str) -> Any:
     try:
         return json.loads(raw, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ValidationError(f"{field} is not valid JSON.", field) from None
+        raise ValidationError(f"{field} is not valid JSON.", field=field) from None
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def _int_arg(request: Request, name: str) -> int | None:
     try:
         return int(raw.strip())
     except ValueError:
-        raise ValidationError(f"{name} must be a whole number.", name) from None
+        raise ValidationError(f"{name} must be a whole number.", field=name) from None
 
 
 def pagination(request: Request) -> Page:

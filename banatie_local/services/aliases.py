@@ -27,12 +27,12 @@ def check_alias(value: object, field: str = "alias") -> str:
     if not isinstance(value, str) or not ALIAS_RE.fullmatch(value):
         raise ValidationError(
             f"{field} must look like @name: @ then 1-49 letters, digits, _ or -.",
-            field,
             "INVALID_ALIAS_FORMAT",
+            field=field,
         )
     if value in TECHNICAL:
         raise ValidationError(
-            f"{value} is a reserved alias and cannot be assigned.", field, "RESERVED_ALIAS"
+            f"{value} is a reserved alias and cannot be assigned.", "RESERVED_ALIAS", field=field
         )
     return value
 
@@ -64,8 +64,8 @@ class AliasService:
         if not ALIAS_RE.fullmatch(alias):
             raise ValidationError(
                 f"{alias!r} is not an alias (@ then 1-49 letters, digits, _ or -).",
-                "alias",
                 "INVALID_ALIAS_FORMAT",
+                field="alias",
             )
         if alias in TECHNICAL:
             return self._technical(project_id, alias, flow_id)
@@ -94,7 +94,7 @@ class AliasService:
     def _technical(self, project_id: str, alias: str, flow_id: str | None) -> Image:
         if flow_id is None:
             raise ValidationError(
-                f"{alias} needs a flow: pass flowId.", "flowId", "FLOW_CONTEXT_REQUIRED"
+                f"{alias} needs a flow: pass flowId.", "FLOW_CONTEXT_REQUIRED", field="flowId"
             )
         source = "uploaded" if alias == "@upload" else "generated"
         order = Image.created_at.asc() if alias == "@first" else Image.created_at.desc()
@@ -136,16 +136,16 @@ class AliasService:
             except NotFoundError as exc:
                 raise ValidationError(
                     f"reference image {ref} was not found.",
-                    "referenceImages",
                     "REFERENCE_NOT_FOUND",
+                    field="referenceImages",
                 ) from exc
             except ValidationError as exc:
                 if exc.code == "FLOW_CONTEXT_REQUIRED":
                     raise
                 raise ValidationError(
                     f"reference image {ref} was not found.",
-                    "referenceImages",
                     "REFERENCE_NOT_FOUND",
+                    field="referenceImages",
                 ) from exc
             found.append(Reference(image, ref if ref.startswith("@") else None))
         for alias in prompt_aliases(prompt):
@@ -163,8 +163,8 @@ class AliasService:
             raise ValidationError(
                 f"at most {MAX_REFERENCE_IMAGES} reference images are allowed; "
                 f"{len(unique)} were given.",
-                "referenceImages",
                 "TOO_MANY_REFERENCES",
+                field="referenceImages",
             )
         return unique
 

@@ -41,10 +41,10 @@ def choose_flow(raw: Any, flow_alias: str | None = None, field: str = "flowId") 
         return FlowChoice(new_id(), create_now=flow_alias is not None)
     if raw is None:
         if flow_alias is not None:
-            raise ValidationError("flowAlias needs a flow; flowId is null.", "flowAlias")
+            raise ValidationError("flowAlias needs a flow; flowId is null.", field="flowAlias")
         return FlowChoice(None, create_now=False)
     if not isinstance(raw, str) or not is_uuid(raw):
-        raise ValidationError(f"{field} must be a UUID or null.", field)
+        raise ValidationError(f"{field} must be a UUID or null.", field=field)
     return FlowChoice(raw.lower(), create_now=True)
 
 
@@ -179,13 +179,13 @@ class FlowService:
         checked and each image must exist in the project."""
         if len(aliases) > MAX_ALIASES_PER_REQUEST:
             raise ValidationError(
-                f"at most {MAX_ALIASES_PER_REQUEST} aliases per request.", "aliases"
+                f"at most {MAX_ALIASES_PER_REQUEST} aliases per request.", field="aliases"
             )
         resolved = {}
         for alias, ref in aliases.items():
             check_alias(alias, "aliases")
             if not isinstance(ref, str):
-                raise ValidationError(f"aliases[{alias}] must be an image id.", "aliases")
+                raise ValidationError(f"aliases[{alias}] must be an image id.", field="aliases")
             resolved[alias] = self.alias_service.resolve_ref(flow.project_id, ref).id
         with self.db.atomic():
             for alias, image_id in resolved.items():
@@ -219,8 +219,7 @@ class FlowService:
         )
         if generation is None:
             raise ValidationError(
-                f"flow {flow.id} has no generations to regenerate.",
-                code="FLOW_HAS_NO_GENERATIONS",
+                f"flow {flow.id} has no generations to regenerate.", "FLOW_HAS_NO_GENERATIONS"
             )
         return generation
 

@@ -40,10 +40,10 @@ class GenerationRequest:
 
 def check_prompt(prompt: object, limit: int = MAX_PROMPT_LENGTH) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ValidationError("prompt is required and must be non-empty text.", "prompt")
+        raise ValidationError("prompt is required and must be non-empty text.", field="prompt")
     text = prompt.strip()
     if len(text) > limit:
-        raise ValidationError(f"prompt must be at most {limit} characters.", "prompt")
+        raise ValidationError(f"prompt must be at most {limit} characters.", field="prompt")
     return text
 
 
@@ -51,15 +51,17 @@ def check_aspect_ratio(value: object, field_name: str = "aspectRatio") -> str:
     if not isinstance(value, str) or value not in ASPECT_RATIOS:
         raise ValidationError(
             f"{field_name} must be one of {', '.join(ASPECT_RATIOS)}.",
-            field_name,
             "INVALID_ASPECT_RATIO",
+            field=field_name,
         )
     return value
 
 
 def check_template(value: object, field_name: str = "enhancementOptions.template") -> str:
     if not isinstance(value, str) or value not in TEMPLATES:
-        raise ValidationError(f"{field_name} must be one of {', '.join(TEMPLATES)}.", field_name)
+        raise ValidationError(
+            f"{field_name} must be one of {', '.join(TEMPLATES)}.", field=field_name
+        )
     return value
 
 
@@ -84,8 +86,8 @@ def check_request(request: GenerationRequest) -> CheckedRequest:
     if len(request.reference_images) > MAX_EXPLICIT_REFERENCES:
         raise ValidationError(
             f"at most {MAX_EXPLICIT_REFERENCES} referenceImages entries are accepted.",
-            "referenceImages",
             "TOO_MANY_REFERENCES",
+            field="referenceImages",
         )
     choice = choose_flow(request.flow_id, flow_alias)
     # Only a flow the caller named is a context; a newly announced one is empty.

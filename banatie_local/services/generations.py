@@ -219,7 +219,7 @@ class GenerationService:
         """Detach (None) or attach (a UUID, creating the flow); the output image follows."""
         if flow_id is not None:
             if not isinstance(flow_id, str) or not is_uuid(flow_id):
-                raise ValidationError("flowId must be a UUID or null.", "flowId")
+                raise ValidationError("flowId must be a UUID or null.", field="flowId")
             flow_id = flow_id.lower()
             self.flows.ensure(ctx.project_id, flow_id)
         if generation.output_image_id:

@@ -50,7 +50,7 @@ def sniff(data: bytes) -> str | None:
 
 
 def invalid(message: str) -> ValidationError:
-    return ValidationError(message, "file", "INVALID_FILE")
+    return ValidationError(message, "INVALID_FILE", field="file")
 
 
 def inspect(data: bytes) -> ImageFacts:

@@ -132,6 +132,14 @@ class ImageService:
         """An image of this project by id or ``@alias`` (with an optional flow context)."""
         return self.aliases.resolve_ref(ctx.project_id, ref, flow_id)
 
+    def get_many(self, ctx: Context, image_ids: list[str]) -> list[Image]:
+        """Images of this project by id, in the order asked, in one query."""
+        rows = Image.select().where(
+            (Image.project_id == ctx.project_id) & Image.id.in_(image_ids)
+        )
+        found = {row.id: row for row in rows}
+        return [found[i] for i in image_ids if i in found]
+
     def list_page(
         self, ctx: Context, filters: ImageFilters, limit: int, offset: int
     ) -> tuple[list[Image], int]:
@@ -236,7 +244,7 @@ def check_focal_point(value: Any) -> tuple[float | None, float | None]:
     if value is None:
         return None, None
     bad = ValidationError(
-        "focalPoint must be {x, y} with numbers from 0 to 1, or null.", "focalPoint"
+        "focalPoint must be {x, y} with numbers from 0 to 1, or null.", field="focalPoint"
     )
     if not isinstance(value, dict):
         raise bad

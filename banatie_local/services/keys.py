@@ -78,13 +78,15 @@ class KeyService:
         Master keys belong to no project, so slugs given with them are ignored.
         """
         if key_type not in KEY_TYPES:
-            raise ValidationError("type must be 'master' or 'project'.", "type")
+            raise ValidationError("type must be 'master' or 'project'.", field="type")
         if name is not None and len(name) > MAX_KEY_NAME_LENGTH:
-            raise ValidationError(f"name must be at most {MAX_KEY_NAME_LENGTH} characters.", "name")
+            raise ValidationError(
+                f"name must be at most {MAX_KEY_NAME_LENGTH} characters.", field="name"
+            )
         if expires_in_days is not None and not 1 <= expires_in_days <= MAX_EXPIRY_DAYS:
             raise ValidationError(
                 f"expiresInDays must be a whole number from 1 to {MAX_EXPIRY_DAYS}.",
-                "expiresInDays",
+                field="expiresInDays",
             )
         with self.db.atomic():
             org = project = None

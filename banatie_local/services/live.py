@@ -164,7 +164,9 @@ class LiveService:
         entries = await self.db.read(self.scopes.entries, scope, image_id)
         if image_id is not None and not entries:
             raise ValidationError(
-                f"image {image_id} is not in scope {scope.slug}.", "imageId", "IMAGE_NOT_IN_SCOPE"
+                f"image {image_id} is not in scope {scope.slug}.",
+                "IMAGE_NOT_IN_SCOPE",
+                field="imageId",
             )
         done = 0
         for entry in entries:

@@ -52,12 +52,12 @@ def parse_live_params(arg: Callable[[str], str | None]) -> LiveParams:
     raw = arg("prompt")
     prompt = " ".join(raw.split()) if raw else ""
     if not prompt:
-        raise ValidationError("prompt is required.", "prompt")
+        raise ValidationError("prompt is required.", field="prompt")
     prompt = check_prompt(prompt, MAX_LIVE_PROMPT_LENGTH)
     ratio = check_aspect_ratio(arg("aspectRatio") or DEFAULT_LIVE_ASPECT_RATIO)
     enhance = truth(arg("autoEnhance") or "true")
     if enhance is None:
-        raise ValidationError("autoEnhance must be true or false.", "autoEnhance")
+        raise ValidationError("autoEnhance must be true or false.", field="autoEnhance")
     template = check_template(arg("template") or DEFAULT_TEMPLATE, "template")
     return LiveParams(prompt, ratio, enhance, template)
 

@@ -107,7 +107,7 @@ class ProjectService:
             raise ValidationError(
                 "newLiveScopesGenerationLimit must be a whole number from 0 to "
                 f"{MAX_SCOPE_GENERATIONS_LIMIT}.",
-                "newLiveScopesGenerationLimit",
+                field="newLiveScopesGenerationLimit",
             )
         if allow_new_live_scopes is not None:
             project.allow_new_live_scopes = allow_new_live_scopes

@@ -29,7 +29,7 @@ SCOPE_RE: Final = re.compile(SCOPE_PATTERN)
 def check_scope_slug(value: object, field: str = "slug") -> str:
     if not isinstance(value, str) or not SCOPE_RE.fullmatch(value):
         raise ValidationError(
-            f"{field} must be 1-64 letters, digits, _ or -.", field, "SCOPE_INVALID_FORMAT"
+            f"{field} must be 1-64 letters, digits, _ or -.", "SCOPE_INVALID_FORMAT", field=field
         )
     return value
 
@@ -194,7 +194,7 @@ def check_limit(value: int) -> int:
     ):
         raise ValidationError(
             f"newGenerationsLimit must be a whole number from 0 to {MAX_SCOPE_GENERATIONS_LIMIT}.",
-            "newGenerationsLimit",
+            field="newGenerationsLimit",
         )
     return value
 

@@ -18,7 +18,7 @@ def check_slug(value: str, field: str) -> str:
         raise ValidationError(
             f"{field} must be 1-63 lowercase letters, digits or hyphens, "
             "starting with a letter or digit.",
-            field,
+            field=field,
         )
     return value
 
@@ -38,11 +38,13 @@ def new_id() -> str:
 def check_meta(value: object, field: str = "meta") -> dict[str, object]:
     """A JSON object of at most 16 KB, as stored in ``meta`` columns."""
     if not isinstance(value, dict):
-        raise ValidationError(f"{field} must be a JSON object.", field)
+        raise ValidationError(f"{field} must be a JSON object.", field=field)
     try:
         size = len(json.dumps(value, separators=(",", ":")).encode())
     except (TypeError, ValueError, RecursionError):
-        raise ValidationError(f"{field} must be a JSON object.", field) from None
+        raise ValidationError(f"{field} must be a JSON object.", field=field) from None
     if size > MAX_META_BYTES:
-        raise ValidationError(f"{field} must be at most {MAX_META_BYTES} bytes of JSON.", field)
+        raise ValidationError(
+            f"{field} must be at most {MAX_META_BYTES} bytes of JSON.", field=field
+        )
     return value

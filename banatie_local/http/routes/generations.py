@@ -71,7 +71,7 @@ async def list_generations(request: Request) -> HTTPResponse:
     paging = pagination(request)
     status = request.args.get("status") or None
     if status is not None and status not in STATUSES:
-        raise ValidationError(f"status must be one of {', '.join(STATUSES)}.", "status")
+        raise ValidationError(f"status must be one of {', '.join(STATUSES)}.", field="status")
     filters = GenerationFilters(flow_id=flow_arg(request), status=status)
     generations, ctx = services_of(request).generations, context_of(request)
     presenter = _presenter(request)

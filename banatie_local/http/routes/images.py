@@ -33,7 +33,7 @@ def flow_arg(request: Request) -> str | None:
     if raw is None or raw == "":
         return None
     if not is_uuid(raw):
-        raise ValidationError("flowId must be a UUID.", "flowId")
+        raise ValidationError("flowId must be a UUID.", field="flowId")
     return str(raw).lower()
 
 
@@ -77,10 +77,10 @@ async def list_images(request: Request) -> HTTPResponse:
     paging = pagination(request)
     source = request.args.get("source") or None
     if source is not None and source not in SOURCES:
-        raise ValidationError("source must be generated or uploaded.", "source")
+        raise ValidationError("source must be generated or uploaded.", field="source")
     alias = request.args.get("alias") or None
     if alias is not None and not ALIAS_RE.fullmatch(alias):
-        raise ValidationError("alias must look like @name.", "alias", "INVALID_ALIAS_FORMAT")
+        raise ValidationError("alias must look like @name.", "INVALID_ALIAS_FORMAT", field="alias")
     filters = ImageFilters(flow_id=flow_arg(request), source=source, alias=alias)
     images, total = await read(
         request,

@@ -100,7 +100,7 @@ async def regenerate_scope(request: Request, slug: str) -> HTTPResponse:
     scope = await _scope(request, slug)
     ctx = context_of(request)
     done, image_ids = await services.live.regenerate(ctx, scope, image_id)
-    images = await read(request, lambda: [services.images.get(ctx, i) for i in image_ids])
+    images = await read(request, services.images.get_many, ctx, image_ids)
     return ok({"regenerated": done, "images": [present(request, image) for image in images]})
 
 

@@ -91,12 +91,12 @@ def decode(request: Request, shape: type[S], required: bool = True) -> S:
     raw = request.body
     if not raw or not raw.strip():
         if required:
-            raise ValidationError(_MISSING_BODY, "body")
+            raise ValidationError(_MISSING_BODY, field="body")
         data: Any = {}
     else:
         data = parse_json(raw, "body")
         if not isinstance(data, dict):
-            raise ValidationError(_MISSING_BODY, "body")
+            raise ValidationError(_MISSING_BODY, field="body")
     return validate(shape, data)
 
 
@@ -116,7 +116,7 @@ def refusal(shape: type[Shape], error: Any) -> ValidationError:
         error = {**error, "type": "string_type"}  # every enum here is one of strings
     if error["type"].endswith("_type") or error["type"] == "missing":
         code = None  # a wrong JSON type is a plain validation error, whatever the field
-    return ValidationError(_sentence(field, error), field, code)
+    return ValidationError(_sentence(field, error), code, field=field)
 
 
 def _field_of(shape: type[Shape], loc: tuple[Any, ...]) -> tuple[str, str | None]:
