@@ -15,9 +15,11 @@ from banatie_local.constants import (
     DEFAULT_TEMPLATE,
     TEMPLATES,
 )
+from banatie_local.http import presenters
+from banatie_local.http.responses import wire
 from banatie_local.services.context import Context
-from banatie_local.services.generations import GenerationRequest, present_generations
-from banatie_local.services.images import image_to_dict
+from banatie_local.services.generation_queries import load_views
+from banatie_local.services.generations import GenerationRequest
 from banatie_local.services.projects import parse_project_path
 
 
@@ -64,12 +66,12 @@ def generate(
         generation = asyncio.run(services.generations.create(ctx, request, wait=True))
         base = services.settings.public_base_url
         present = partial(
-            image_to_dict,
+            presenters.image,
             org_slug=ref.organization.slug,
             project_slug=ref.project.slug,
             base_url=base,
         )
-        data = present_generations([generation], present)[0]
+        data = wire(presenters.generation(load_views([generation])[0], present))
         if generation.status == "success" and output:
             image = data["outputImage"]
             data_bytes = asyncio.run(services.storage.get(image["storageKey"]))

@@ -13,7 +13,9 @@ from banatie_local.cli.base import (
     opened,
 )
 from banatie_local.constants import MAX_EXPIRY_DAYS
-from banatie_local.services.keys import KEY_TYPES, created_key_to_dict, key_to_dict
+from banatie_local.http import presenters
+from banatie_local.http.responses import wire
+from banatie_local.services.keys import KEY_TYPES
 
 
 @click.group(cls=AppGroup)
@@ -47,7 +49,7 @@ def keys_create(
     with opened() as services:
         created = services.keys.create(key_type, org_slug, project_slug, name, expires_in_days)
     if as_json:
-        emit_json(created_key_to_dict(created))
+        emit_json(wire(presenters.created_key(created)))
         return
     click.echo(created.plaintext)
     click.echo(
@@ -63,7 +65,7 @@ def keys_list(as_json: bool) -> None:
     """List keys by prefix (the keys themselves are never stored). Read-only."""
     with opened() as services:
         owners, _ = services.keys.list(limit=1_000_000, offset=0)
-        rows = [key_to_dict(owner) for owner in owners]
+        rows = [wire(presenters.key(owner)) for owner in owners]
     if as_json:
         emit_json(rows)
     else:

@@ -13,7 +13,9 @@ from banatie_local.cli.base import (
     opened,
 )
 from banatie_local.constants import MAX_SCOPE_GENERATIONS_LIMIT
-from banatie_local.services.projects import parse_project_path, project_to_dict
+from banatie_local.http import presenters
+from banatie_local.http.responses import wire
+from banatie_local.services.projects import parse_project_path
 
 
 @click.group(cls=AppGroup)
@@ -28,7 +30,10 @@ def projects() -> None:
 def projects_list(as_json: bool) -> None:
     """List projects with their live settings, newest first. Read-only."""
     with opened() as services:
-        rows = [project_to_dict(ref.organization, ref.project) for ref in services.projects.list()]
+        rows = [
+            wire(presenters.project(ref.organization, ref.project))
+            for ref in services.projects.list()
+        ]
     if as_json:
         emit_json(rows)
     else:
@@ -47,7 +52,7 @@ def projects_create(path: str, as_json: bool) -> None:
     with opened() as services:
         org_slug, project_slug = parse_project_path(path)
         ref = services.projects.create(org_slug, project_slug)
-        data = project_to_dict(ref.organization, ref.project)
+        data = wire(presenters.project(ref.organization, ref.project))
     if as_json:
         emit_json(data)
     else:
@@ -75,7 +80,7 @@ def projects_update(
     with opened() as services:
         ref = services.projects.get(*parse_project_path(path))
         project = services.projects.update_settings(ref.project, allow_new_scopes, scope_limit)
-        data = project_to_dict(ref.organization, project)
+        data = wire(presenters.project(ref.organization, project))
     if as_json:
         emit_json(data)
     else:

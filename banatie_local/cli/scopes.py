@@ -17,7 +17,8 @@ from banatie_local.cli.base import (
     project_ref,
 )
 from banatie_local.constants import MAX_SCOPE_GENERATIONS_LIMIT
-from banatie_local.services.scopes import scope_to_dict
+from banatie_local.http import presenters
+from banatie_local.http.responses import wire
 
 
 @click.group(cls=AppGroup)
@@ -36,7 +37,7 @@ def scopes_list(project_path: str, as_json: bool) -> None:
     with opened() as services:
         ref = project_ref(services, project_path)
         views, _ = services.scopes.list_page(ref.project.id, 1_000_000, 0)
-        rows = [scope_to_dict(view) for view in views]
+        rows = [wire(presenters.scope(view)) for view in views]
     if as_json:
         emit_json(rows)
     else:
@@ -59,7 +60,7 @@ def scopes_create(
     with opened() as services:
         ref = project_ref(services, project_path)
         scope = services.scopes.create(ref.project.id, slug, allow_new_generations, limit)
-        data = scope_to_dict(services.scopes.view(scope))
+        data = wire(presenters.scope(services.scopes.view(scope)))
     if as_json:
         emit_json(data)
     else:
@@ -82,7 +83,7 @@ def scopes_update(
         ref = project_ref(services, project_path)
         scope = services.scopes.get(ref.project.id, slug)
         services.scopes.update(scope, allow_new_generations, limit)
-        data = scope_to_dict(services.scopes.view(scope))
+        data = wire(presenters.scope(services.scopes.view(scope)))
     if as_json:
         emit_json(data)
     else:

@@ -82,3 +82,14 @@ def cached_response(
     """The entry's bytes with its prepared headers, plus ``headers`` (plain ASCII,
     made by us)."""
     return _PreparedResponse(entry, ready, headers or {})
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak or strong) or ``*``."""
+    if not header:
+        return False
+    for candidate in header.split(","):
+        tag = candidate.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False

@@ -7,6 +7,7 @@ from typing import Any
 
 from sanic.response import HTTPResponse
 
+from banatie_local.http.shapes.base import Shape
 from banatie_local.http.validation import Page
 
 
@@ -20,9 +21,19 @@ def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> HTTP
     )
 
 
+def wire(value: Any) -> Any:
+    """Shapes (alone or in a list) as JSON-ready data with the wire's field names;
+    anything else as it is."""
+    if isinstance(value, Shape):
+        return value.model_dump(mode="json", by_alias=True)
+    if isinstance(value, list) and value and isinstance(value[0], Shape):
+        return [item.model_dump(mode="json", by_alias=True) for item in value]
+    return value
+
+
 def ok(data: Any, status: int = 200) -> HTTPResponse:
     """``{"success": true, "data": ...}``"""
-    return _json({"success": True, "data": data}, status)
+    return _json({"success": True, "data": wire(data)}, status)
 
 
 def page(items: list[Any], total: int, paging: Page) -> HTTPResponse:
@@ -30,7 +41,7 @@ def page(items: list[Any], total: int, paging: Page) -> HTTPResponse:
     return _json(
         {
             "success": True,
-            "data": items,
+            "data": wire(items),
             "pagination": {
                 "total": total,
                 "limit": paging.limit,

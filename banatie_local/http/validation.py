@@ -14,6 +14,7 @@ from sanic.request import Request
 
 from banatie_local.constants import MAX_PAGE_LIMIT
 from banatie_local.errors import ValidationError
+from banatie_local.services.validation import is_uuid
 
 DEFAULT_LIMIT = 20
 MAX_OFFSET = 10**9
@@ -46,6 +47,16 @@ def _int_arg(request: Request, name: str) -> int | None:
         return int(raw.strip())
     except ValueError:
         raise ValidationError(f"{name} must be a whole number.", field=name) from None
+
+
+def flow_arg(request: Request) -> str | None:
+    """``?flowId=``: a UUID or nothing."""
+    raw = request.args.get("flowId")
+    if raw is None or raw == "":
+        return None
+    if not is_uuid(raw):
+        raise ValidationError("flowId must be a UUID.", field="flowId")
+    return str(raw).lower()
 
 
 def pagination(request: Request) -> Page:

@@ -13,7 +13,7 @@ from typing import Any
 
 from peewee import JOIN, SQL, fn
 
-from banatie_local.clock import Clock, iso
+from banatie_local.clock import Clock
 from banatie_local.constants import MAX_ALIASES_PER_REQUEST
 from banatie_local.db.boundary import Database
 from banatie_local.db.models import Flow, FlowAlias, FlowCount, Generation, Image, ProjectCount
@@ -226,18 +226,3 @@ class FlowService:
     async def delete(self, flow: Flow) -> None:
         """Delete the flow with the cascade of API.md §4."""
         await self.cascade.delete_flow(flow)
-
-
-def flow_to_dict(view: FlowView) -> dict[str, Any]:
-    """The flow object of API.md §4."""
-    flow = view.flow
-    return {
-        "id": flow.id,
-        "projectId": flow.project_id,
-        "aliases": view.aliases,
-        "generationCount": view.generation_count,
-        "imageCount": view.image_count,
-        "meta": flow.meta,
-        "createdAt": iso(flow.created_at),
-        "updatedAt": iso(flow.updated_at),
-    }

@@ -12,11 +12,10 @@ URL with new bytes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from banatie_local.clock import Clock, iso
+from banatie_local.clock import Clock
 from banatie_local.config import Settings
 from banatie_local.db.boundary import Database
 from banatie_local.db.models import Generation, GenerationReference, Image
@@ -62,7 +61,6 @@ __all__ = [
     "check_aspect_ratio",
     "check_prompt",
     "check_template",
-    "present_generations",
 ]
 
 
@@ -256,55 +254,3 @@ class GenerationService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-# --------------------------------------------------------------------- output
-
-
-def present_generations(
-    generations: list[Generation], present_image: Callable[[Image], dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Generation objects of API.md §2, with relations loaded in three queries."""
-    ids = [g.id for g in generations]
-    references: dict[str, list[GenerationReference]] = {gid: [] for gid in ids}
-    for ref in (
-        GenerationReference.select()
-        .where(GenerationReference.generation_id.in_(ids))
-        .order_by(GenerationReference.position)
-    ):
-        references[ref.generation_id].append(ref)
-    wanted = {g.output_image_id for g in generations if g.output_image_id}
-    wanted |= {r.image_id for refs in references.values() for r in refs}
-    images = {img.id: img for img in Image.select().where(Image.id.in_(list(wanted)))}
-    return [_generation_dict(g, references[g.id], images, present_image) for g in generations]
-
-
-def _generation_dict(
-    g: Generation,
-    refs: list[GenerationReference],
-    images: dict[str, Image],
-    present_image: Callable[[Image], dict[str, Any]],
-) -> dict[str, Any]:
-    output = images.get(g.output_image_id) if g.output_image_id else None
-    return {
-        "id": g.id,
-        "projectId": g.project_id,
-        "flowId": g.flow_id,
-        "prompt": g.prompt,
-        "originalPrompt": g.original_prompt,
-        "autoEnhance": bool(g.auto_enhance),
-        "aspectRatio": g.aspect_ratio,
-        "status": g.status,
-        "outputImageId": g.output_image_id,
-        "outputImage": present_image(output) if output else None,
-        "referencedImages": [{"imageId": r.image_id, "alias": r.alias_name} for r in refs],
-        "referenceImages": [
-            present_image(images[r.image_id]) for r in refs if r.image_id in images
-        ],
-        "processingTimeMs": g.processing_time_ms,
-        "retryCount": g.retry_count,
-        "errorMessage": g.error_message,
-        "meta": g.meta,
-        "createdAt": iso(g.created_at),
-        "updatedAt": iso(g.updated_at),
-    }

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from banatie_local.clock import Clock, iso
+from banatie_local.clock import Clock
 from banatie_local.config import Settings
 from banatie_local.db.boundary import Database
 from banatie_local.db.models import FlowCount, Image, ProjectCount
@@ -134,9 +134,7 @@ class ImageService:
 
     def get_many(self, ctx: Context, image_ids: list[str]) -> list[Image]:
         """Images of this project by id, in the order asked, in one query."""
-        rows = Image.select().where(
-            (Image.project_id == ctx.project_id) & Image.id.in_(image_ids)
-        )
+        rows = Image.select().where((Image.project_id == ctx.project_id) & Image.id.in_(image_ids))
         found = {row.id: row for row in rows}
         return [found[i] for i in image_ids if i in found]
 
@@ -257,31 +255,3 @@ def check_focal_point(value: Any) -> tuple[float | None, float | None]:
             raise bad
         coords.append(float(number))
     return coords[0], coords[1]
-
-
-def image_to_dict(image: Image, org_slug: str, project_slug: str, base_url: str) -> dict[str, Any]:
-    """The image object of API.md §3."""
-    focal = (
-        {"x": image.focal_x, "y": image.focal_y}
-        if image.focal_x is not None and image.focal_y is not None
-        else None
-    )
-    return {
-        "id": image.id,
-        "projectId": image.project_id,
-        "flowId": image.flow_id,
-        "generationId": image.generation_id,
-        "storageKey": image.storage_key,
-        "storageUrl": f"{base_url}/cdn/{org_slug}/{project_slug}/img/{image.id}",
-        "mimeType": image.mime_type,
-        "fileSize": image.file_size,
-        "fileHash": image.file_hash,
-        "width": image.width,
-        "height": image.height,
-        "source": image.source,
-        "alias": image.alias_name,
-        "focalPoint": focal,
-        "meta": image.meta,
-        "createdAt": iso(image.created_at),
-        "updatedAt": iso(image.updated_at),
-    }

@@ -16,7 +16,7 @@ from typing import Any
 from cachetools import LRUCache
 from peewee import JOIN
 
-from banatie_local.clock import Clock, iso
+from banatie_local.clock import Clock
 from banatie_local.constants import MAX_EXPIRY_DAYS, MAX_KEY_NAME_LENGTH
 from banatie_local.db.boundary import Database
 from banatie_local.db.models import ApiKey, Organization, Project
@@ -212,25 +212,3 @@ def _owner(row: ApiKey) -> KeyOwner:
     org = row.organization if row.organization_id else None
     project = row.project if row.project_id else None
     return KeyOwner(row, org, project)
-
-
-def key_to_dict(owner: KeyOwner) -> dict[str, Any]:
-    """The key object of API.md §7 (never the plaintext)."""
-    key = owner.key
-    return {
-        "id": key.id,
-        "name": key.name,
-        "type": key.type,
-        "organizationSlug": owner.organization.slug if owner.organization else None,
-        "projectSlug": owner.project.slug if owner.project else None,
-        "keyPrefix": key.key_prefix,
-        "createdAt": iso(key.created_at),
-        "expiresAt": iso(key.expires_at),
-        "lastUsedAt": iso(key.last_used_at),
-        "isActive": bool(key.is_active),
-    }
-
-
-def created_key_to_dict(created: CreatedKey) -> dict[str, Any]:
-    """The one response that carries a key's plaintext."""
-    return {**key_to_dict(created.owner), "key": created.plaintext}

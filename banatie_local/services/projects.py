@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from banatie_local.clock import Clock, iso
+from banatie_local.clock import Clock
 from banatie_local.constants import MAX_SCOPE_GENERATIONS_LIMIT
 from banatie_local.db.boundary import Database
 from banatie_local.db.models import Organization, Project
@@ -116,18 +115,3 @@ class ProjectService:
         project.updated_at = self.clock.now_us()
         project.save()
         return project
-
-
-def project_to_dict(org: Organization, project: Project) -> dict[str, Any]:
-    """The project object of API.md §5.3."""
-    return {
-        "id": project.id,
-        "organizationId": org.id,
-        "organizationSlug": org.slug,
-        "slug": project.slug,
-        "name": project.name,
-        "allowNewLiveScopes": bool(project.allow_new_live_scopes),
-        "newLiveScopesGenerationLimit": project.new_live_scopes_generation_limit,
-        "createdAt": iso(project.created_at),
-        "updatedAt": iso(project.updated_at),
-    }

@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from peewee import JOIN, SQL, fn
 
-from banatie_local.clock import Clock, iso
+from banatie_local.clock import Clock
 from banatie_local.constants import MAX_SCOPE_GENERATIONS_LIMIT, SCOPE_PATTERN
 from banatie_local.db.boundary import Database
 from banatie_local.db.models import (
@@ -197,20 +197,3 @@ def check_limit(value: int) -> int:
             field="newGenerationsLimit",
         )
     return value
-
-
-def scope_to_dict(view: ScopeView) -> dict[str, Any]:
-    """The scope object of API.md §5.2."""
-    scope = view.scope
-    return {
-        "id": scope.id,
-        "projectId": scope.project_id,
-        "slug": scope.slug,
-        "allowNewGenerations": bool(scope.allow_new_generations),
-        "newGenerationsLimit": scope.new_generations_limit,
-        "currentGenerations": view.current_generations,
-        "lastGeneratedAt": iso(view.last_generated_at),
-        "meta": scope.meta,
-        "createdAt": iso(scope.created_at),
-        "updatedAt": iso(scope.updated_at),
-    }

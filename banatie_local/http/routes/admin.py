@@ -5,11 +5,11 @@ from __future__ import annotations
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from banatie_local.http import presenters
 from banatie_local.http.auth import read, services_of, write
 from banatie_local.http.responses import ok, page
 from banatie_local.http.shapes import CreateKey, decode
 from banatie_local.http.validation import pagination
-from banatie_local.services.keys import created_key_to_dict, key_to_dict
 
 
 async def initial_key(request: Request) -> HTTPResponse:
@@ -32,14 +32,14 @@ async def create_key(request: Request) -> HTTPResponse:
         name=body.name,
         expires_in_days=body.expires_in_days,
     )
-    return ok(created_key_to_dict(created), 201)
+    return ok(presenters.created_key(created), 201)
 
 
 async def list_keys(request: Request) -> HTTPResponse:
     """Every key without its plaintext, newest first."""
     paging = pagination(request)
     owners, total = await read(request, services_of(request).keys.list, paging.limit, paging.offset)
-    return page([key_to_dict(owner) for owner in owners], total, paging)
+    return page([presenters.key(owner) for owner in owners], total, paging)
 
 
 async def revoke_key(request: Request, key_id: str) -> HTTPResponse:

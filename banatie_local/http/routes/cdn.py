@@ -7,18 +7,7 @@ from sanic.response import HTTPResponse
 
 from banatie_local.errors import NotFoundError
 from banatie_local.http.auth import services_of
-from banatie_local.http.prepared import cached_response, prepared
-
-
-def etag_matches(header: str | None, etag: str) -> bool:
-    """Whether an ``If-None-Match`` header names ``etag`` (weak or strong) or ``*``."""
-    if not header:
-        return False
-    for candidate in header.split(","):
-        tag = candidate.strip()
-        if tag == "*" or tag.removeprefix("W/") == etag:
-            return True
-    return False
+from banatie_local.http.prepared import cached_response, etag_matches, prepared
 
 
 def not_modified(etag: str, image_id: str, max_age: int) -> HTTPResponse:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from banatie_local.db.models import Flow
+from banatie_local.http import presenters
 from banatie_local.http.auth import context_of, read, services_of, write
+from banatie_local.http.presenters import generation_for
 from banatie_local.http.responses import ok, page
-from banatie_local.http.routes.generations import present_one
-from banatie_local.http.routes.images import present
 from banatie_local.http.shapes import CreateFlow, SetFlowAliases, decode
 from banatie_local.http.validation import pagination
-from banatie_local.services.flows import flow_to_dict
-from banatie_local.services.generations import GenerationFilters, present_generations
+from banatie_local.services.generation_queries import GenerationView, load_views
+from banatie_local.services.generations import GenerationFilters
 from banatie_local.services.images import ImageFilters
 from banatie_local.services.validation import check_meta
 
@@ -26,7 +24,7 @@ async def _flow(request: Request, flow_id: str) -> Flow:
 
 
 async def _shown(request: Request, flow: Flow) -> HTTPResponse:
-    return ok(flow_to_dict(await read(request, services_of(request).flows.view, flow)))
+    return ok(presenters.flow(await read(request, services_of(request).flows.view, flow)))
 
 
 async def create_flow(request: Request) -> HTTPResponse:
@@ -39,7 +37,7 @@ async def create_flow(request: Request) -> HTTPResponse:
         check_meta(body.meta) if body.meta is not None else None,
         body.aliases,
     )
-    return ok(flow_to_dict(view), 201)
+    return ok(presenters.flow(view), 201)
 
 
 async def list_flows(request: Request) -> HTTPResponse:
@@ -52,7 +50,7 @@ async def list_flows(request: Request) -> HTTPResponse:
         paging.limit,
         paging.offset,
     )
-    return page([flow_to_dict(view) for view in views], total, paging)
+    return page([presenters.flow(view) for view in views], total, paging)
 
 
 async def get_flow(request: Request, flow_id: str) -> HTTPResponse:
@@ -66,13 +64,13 @@ async def flow_generations(request: Request, flow_id: str) -> HTTPResponse:
     paging = pagination(request)
     generations, ctx = services_of(request).generations, context_of(request)
 
-    def load() -> tuple[list[dict[str, Any]], int]:
+    def load() -> tuple[list[GenerationView], int]:
         filters = GenerationFilters(flow_id=flow.id)
         rows, total = generations.list_page(ctx, filters, paging.limit, paging.offset)
-        return present_generations(rows, lambda image: present(request, image)), total
+        return load_views(rows), total
 
-    items, total = await read(request, load)
-    return page(items, total, paging)
+    views, total = await read(request, load)
+    return page(presenters.generations(views, presenters.image_presenter(request)), total, paging)
 
 
 async def flow_images(request: Request, flow_id: str) -> HTTPResponse:
@@ -87,7 +85,8 @@ async def flow_images(request: Request, flow_id: str) -> HTTPResponse:
         paging.limit,
         paging.offset,
     )
-    return page([present(request, image) for image in rows], total, paging)
+    present = presenters.image_presenter(request)
+    return page([present(image) for image in rows], total, paging)
 
 
 async def set_flow_aliases(request: Request, flow_id: str) -> HTTPResponse:
@@ -111,7 +110,7 @@ async def regenerate_flow(request: Request, flow_id: str) -> HTTPResponse:
     flow = await _flow(request, flow_id)
     generation = await read(request, services.flows.newest_generation, flow)
     updated = await services.generations.regenerate(context_of(request), generation)
-    return ok(await present_one(request, updated))
+    return ok(await generation_for(request, updated))
 
 
 async def delete_flow(request: Request, flow_id: str) -> HTTPResponse:

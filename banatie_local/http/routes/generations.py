@@ -2,38 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from banatie_local.constants import DEFAULT_API_ASPECT_RATIO
-from banatie_local.db.models import Generation, Image
+from banatie_local.db.models import Generation
 from banatie_local.errors import ValidationError
+from banatie_local.http import presenters
 from banatie_local.http.auth import context_of, read, services_of
+from banatie_local.http.presenters import generation_for
 from banatie_local.http.responses import ok, page
-from banatie_local.http.routes.images import flow_arg, present
 from banatie_local.http.shapes import CreateGeneration, UpdateGeneration, decode
-from banatie_local.http.validation import pagination
+from banatie_local.http.validation import flow_arg, pagination
 from banatie_local.services.flows import ABSENT
+from banatie_local.services.generation_queries import GenerationView, load_views
 from banatie_local.services.generations import (
     STATUSES,
     GenerationFilters,
     GenerationRequest,
-    present_generations,
 )
 from banatie_local.services.validation import check_meta
-
-
-async def present_one(request: Request, generation: Generation) -> dict[str, Any]:
-    """The generation object; its relations are loaded on a reader thread."""
-    items = await read(request, present_generations, [generation], _presenter(request))
-    return items[0]
-
-
-def _presenter(request: Request) -> Callable[[Image], dict[str, Any]]:
-    return lambda image: present(request, image)
 
 
 def _generation_request(body: CreateGeneration) -> GenerationRequest:
@@ -63,7 +51,7 @@ async def create_generation(request: Request) -> HTTPResponse:
     generation = await services_of(request).generations.create(
         context_of(request), _generation_request(body), wait=wait
     )
-    return ok(await present_one(request, generation), 201 if wait else 202)
+    return ok(await generation_for(request, generation), 201 if wait else 202)
 
 
 async def list_generations(request: Request) -> HTTPResponse:
@@ -74,14 +62,13 @@ async def list_generations(request: Request) -> HTTPResponse:
         raise ValidationError(f"status must be one of {', '.join(STATUSES)}.", field="status")
     filters = GenerationFilters(flow_id=flow_arg(request), status=status)
     generations, ctx = services_of(request).generations, context_of(request)
-    presenter = _presenter(request)
 
-    def load() -> tuple[list[dict[str, Any]], int]:
+    def load() -> tuple[list[GenerationView], int]:
         rows, total = generations.list_page(ctx, filters, paging.limit, paging.offset)
-        return present_generations(rows, presenter), total
+        return load_views(rows), total
 
-    items, total = await read(request, load)
-    return page(items, total, paging)
+    views, total = await read(request, load)
+    return page(presenters.generations(views, presenters.image_presenter(request)), total, paging)
 
 
 async def _generation(request: Request, generation_id: str) -> Generation:
@@ -91,7 +78,7 @@ async def _generation(request: Request, generation_id: str) -> Generation:
 
 async def get_generation(request: Request, generation_id: str) -> HTTPResponse:
     """One generation with its output and reference images."""
-    return ok(await present_one(request, await _generation(request, generation_id)))
+    return ok(await generation_for(request, await _generation(request, generation_id)))
 
 
 async def update_generation(request: Request, generation_id: str) -> HTTPResponse:
@@ -106,14 +93,14 @@ async def update_generation(request: Request, generation_id: str) -> HTTPRespons
         flow_id=body.flow_id if body.given("flow_id") else ABSENT,
         meta=check_meta(body.meta or {}) if body.given("meta") else None,
     )
-    return ok(await present_one(request, updated))
+    return ok(await generation_for(request, updated))
 
 
 async def regenerate_generation(request: Request, generation_id: str) -> HTTPResponse:
     """Run again with the stored parameters, in place (same image id and URL)."""
     generation = await _generation(request, generation_id)
     updated = await services_of(request).generations.regenerate(context_of(request), generation)
-    return ok(await present_one(request, updated))
+    return ok(await generation_for(request, updated))
 
 
 async def delete_generation(request: Request, generation_id: str) -> HTTPResponse:

@@ -11,30 +11,15 @@ from banatie_local.db.models import Image
 from banatie_local.errors import ValidationError
 from banatie_local.http import shapes
 from banatie_local.http.auth import context_of, read, services_of, write
+from banatie_local.http.presenters import image_presenter
 from banatie_local.http.responses import ok, page
 from banatie_local.http.shapes import SetAlias, UpdateImage, decode
-from banatie_local.http.validation import pagination, parse_json
+from banatie_local.http.validation import flow_arg, pagination, parse_json
 from banatie_local.services.aliases import ALIAS_RE, check_alias
 from banatie_local.services.flows import ABSENT
 from banatie_local.services.imagefile import invalid
-from banatie_local.services.images import SOURCES, ImageFilters, Upload, image_to_dict
-from banatie_local.services.validation import check_meta, is_uuid
-
-
-def present(request: Request, image: Image) -> dict[str, Any]:
-    ctx = context_of(request)
-    base = services_of(request).settings.public_base_url
-    return image_to_dict(image, ctx.organization.slug, ctx.project.slug, base)
-
-
-def flow_arg(request: Request) -> str | None:
-    """``?flowId=``: a UUID or nothing."""
-    raw = request.args.get("flowId")
-    if raw is None or raw == "":
-        return None
-    if not is_uuid(raw):
-        raise ValidationError("flowId must be a UUID.", field="flowId")
-    return str(raw).lower()
+from banatie_local.services.images import SOURCES, ImageFilters, Upload
+from banatie_local.services.validation import check_meta
 
 
 def _read_upload(request: Request) -> Upload:
@@ -69,7 +54,7 @@ def _read_upload(request: Request) -> Upload:
 async def upload_image(request: Request) -> HTTPResponse:
     """Upload a PNG, JPEG or WebP image (multipart field ``file``)."""
     image = await services_of(request).images.upload(context_of(request), _read_upload(request))
-    return ok(present(request, image), 201)
+    return ok(image_presenter(request)(image), 201)
 
 
 async def list_images(request: Request) -> HTTPResponse:
@@ -90,7 +75,8 @@ async def list_images(request: Request) -> HTTPResponse:
         paging.limit,
         paging.offset,
     )
-    return page([present(request, image) for image in images], total, paging)
+    present = image_presenter(request)
+    return page([present(image) for image in images], total, paging)
 
 
 async def _image(request: Request, ref: str) -> Image:
@@ -100,7 +86,7 @@ async def _image(request: Request, ref: str) -> Image:
 
 async def get_image(request: Request, ref: str) -> HTTPResponse:
     """One image by id or ``@alias`` (``?flowId=`` gives the flow context)."""
-    return ok(present(request, await _image(request, ref)))
+    return ok(image_presenter(request)(await _image(request, ref)))
 
 
 async def update_image(request: Request, ref: str) -> HTTPResponse:
@@ -114,7 +100,7 @@ async def update_image(request: Request, ref: str) -> HTTPResponse:
     updated = await write(
         request, lambda: images.update(images.get(ctx, ref, flow), focal_point, new_meta)
     )
-    return ok(present(request, updated))
+    return ok(image_presenter(request)(updated))
 
 
 async def set_image_alias(request: Request, ref: str) -> HTTPResponse:
@@ -124,7 +110,7 @@ async def set_image_alias(request: Request, ref: str) -> HTTPResponse:
         alias = check_alias(alias)  # a reserved name is refused there
     images, ctx, flow = services_of(request).images, context_of(request), flow_arg(request)
     image = await write(request, lambda: images.set_alias(images.get(ctx, ref, flow), alias))
-    return ok(present(request, image))
+    return ok(image_presenter(request)(image))
 
 
 async def delete_image(request: Request, ref: str) -> HTTPResponse:

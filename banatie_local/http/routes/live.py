@@ -8,8 +8,7 @@ from sanic.response import HTTPResponse
 
 from banatie_local.http.auth import context_of, services_of
 from banatie_local.http.clientip import client_ip
-from banatie_local.http.prepared import cached_response, prepared
-from banatie_local.http.routes.cdn import etag_matches
+from banatie_local.http.prepared import cached_response, etag_matches, prepared
 from banatie_local.services.live import LiveResult
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from banatie_local.http import presenters
 from banatie_local.http.auth import context_of, services_of, write
 from banatie_local.http.responses import ok
 from banatie_local.http.shapes import UpdateProject, decode
-from banatie_local.services.projects import project_to_dict
 
 
 async def get_project(request: Request) -> HTTPResponse:
     """The project this key belongs to."""
     context = context_of(request)
-    return ok(project_to_dict(context.organization, context.project))
+    return ok(presenters.project(context.organization, context.project))
 
 
 async def update_project(request: Request) -> HTTPResponse:
@@ -28,4 +28,4 @@ async def update_project(request: Request) -> HTTPResponse:
         allow_new_live_scopes=body.allow_new_live_scopes,
         new_live_scopes_generation_limit=body.new_live_scopes_generation_limit,
     )
-    return ok(project_to_dict(context.organization, project))
+    return ok(presenters.project(context.organization, project))

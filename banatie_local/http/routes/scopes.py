@@ -6,12 +6,13 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from banatie_local.db.models import Image, LiveScope
+from banatie_local.http import presenters
 from banatie_local.http.auth import context_of, read, services_of, write
-from banatie_local.http.responses import dumps, ok, page
-from banatie_local.http.routes.images import present
+from banatie_local.http.responses import dumps, ok, page, wire
 from banatie_local.http.shapes import CreateScope, RegenerateScope, UpdateScope, decode
+from banatie_local.http.shapes.responses import ScopeRegenerated
 from banatie_local.http.validation import pagination
-from banatie_local.services.scopes import ScopeView, scope_to_dict
+from banatie_local.services.scopes import ScopeView
 from banatie_local.services.validation import check_meta
 
 
@@ -41,7 +42,7 @@ async def create_scope(request: Request) -> HTTPResponse:
             )
         ),
     )  # fmt: skip
-    return ok(scope_to_dict(view), 201)
+    return ok(presenters.scope(view), 201)
 
 
 async def list_scopes(request: Request) -> HTTPResponse:
@@ -54,7 +55,7 @@ async def list_scopes(request: Request) -> HTTPResponse:
         paging.limit,
         paging.offset,
     )
-    return page([scope_to_dict(view) for view in views], total, paging)
+    return page([presenters.scope(view) for view in views], total, paging)
 
 
 async def get_scope(request: Request, slug: str) -> HTTPResponse:
@@ -68,10 +69,11 @@ async def get_scope(request: Request, slug: str) -> HTTPResponse:
         return images, total, scopes.view(scope)
 
     images, total, view = await read(request, load)
-    data = {**scope_to_dict(view), "images": [present(request, i) for i in images]}
+    present = presenters.image_presenter(request)
+    data = presenters.scope_with_images(view, [present(i) for i in images])
     body = {
         "success": True,
-        "data": data,
+        "data": wire(data),
         "pagination": {
             "total": total,
             "limit": paging.limit,
@@ -90,7 +92,7 @@ async def update_scope(request: Request, slug: str) -> HTTPResponse:
     allow, limit = body.allow_new_generations, body.new_generations_limit
     meta = _meta(body)
     view = await write(request, lambda: scopes.view(scopes.update(scope, allow, limit, meta)))
-    return ok(scope_to_dict(view))
+    return ok(presenters.scope(view))
 
 
 async def regenerate_scope(request: Request, slug: str) -> HTTPResponse:
@@ -101,7 +103,11 @@ async def regenerate_scope(request: Request, slug: str) -> HTTPResponse:
     ctx = context_of(request)
     done, image_ids = await services.live.regenerate(ctx, scope, image_id)
     images = await read(request, services.images.get_many, ctx, image_ids)
-    return ok({"regenerated": done, "images": [present(request, image) for image in images]})
+    present = presenters.image_presenter(request)
+    regenerated = ScopeRegenerated.model_construct(
+        regenerated=done, images=[present(image) for image in images]
+    )
+    return ok(regenerated)
 
 
 async def delete_scope(request: Request, slug: str) -> HTTPResponse:
