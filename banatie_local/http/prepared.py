@@ -62,11 +62,12 @@ class _PreparedResponse(HTTPResponse):
     """An ``HTTPResponse`` whose fixed headers arrive already encoded; only the few
     per-request headers (cache status, hit count, Sanic's own) are encoded here."""
 
-    __slots__ = ("_wire",)
+    __slots__ = ("_lease", "_wire")
 
     def __init__(self, entry: CachedImage, ready: PreparedHeaders, headers: dict[str, str]) -> None:
         super().__init__(entry.data, headers=headers, content_type=entry.content_type)
         self._wire = ready.wire
+        self._lease = entry.lease  # a lent buffer stays lent until the body is sent
 
     @property
     def processed_headers(self) -> Iterator[tuple[bytes, bytes]]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from cachetools import LRUCache
 
+from banatie_local.storage.buffers import Lease
+
 _ENTRY_OVERHEAD = 512  # rough bytes per entry beyond the image itself
 
 
@@ -26,11 +28,13 @@ class CachedImage:
     keeps them in ``prepared`` so every later hit reuses them."""
 
     image_id: str
-    data: bytes
+    data: bytes | memoryview  # a view only into a lent read buffer (``lease``)
     content_type: str
     file_hash: str
     scope: str | None = None  # the live scope, for an entry of a live URL
     prepared: object = field(default=None, repr=False)  # opaque here
+    # the lent buffer behind ``data``: such an entry is served once, never cached
+    lease: Lease | None = field(default=None, repr=False)
 
 
 class _Lru(LRUCache[Hashable, CachedImage]):
@@ -68,9 +72,13 @@ class ImageCache:
         with self._lock:
             return self._lru.get(key)
 
+    def smallest_uncached(self) -> int:
+        """The size from which an image is too large to be kept here (0: none is)."""
+        return max(0, self.max_bytes - _ENTRY_OVERHEAD + 1)
+
     def put(self, key: Hashable, entry: CachedImage, epoch: int | None = None) -> None:
         size = len(entry.data) + _ENTRY_OVERHEAD
-        if self.max_bytes <= 0 or size > self.max_bytes:
+        if self.max_bytes <= 0 or size > self.max_bytes or entry.lease is not None:
             return
         with self._lock:
             if epoch is not None and epoch != self.epoch:

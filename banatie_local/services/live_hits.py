@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from banatie_local.db.boundary import Database
@@ -16,6 +16,7 @@ from banatie_local.services.imagecache import CachedImage, ImageCache
 from banatie_local.services.ratelimit import Decision
 from banatie_local.storage import Storage
 from banatie_local.storage.base import read_along
+from banatie_local.storage.buffers import Lease, ReadBuffers
 
 # one log for every part of the live pipeline
 log = logging.getLogger("banatie_local.services.live")
@@ -94,11 +95,13 @@ class StoredHits:
     storage: Storage
     cache: ImageCache
     counter: HitCounter
+    buffers: ReadBuffers = field(default_factory=ReadBuffers)
 
     async def read(self, key: str) -> LiveResult | None:
         """The stored entry of ``key`` as a HIT, or None when there is none."""
         epoch = self.cache.epoch
-        reader = self.storage.fast_reader()
+        # bytes the memory cache will not keep are read into a reused buffer
+        reader = self.storage.leased_reader(self.buffers, self.cache.smallest_uncached())
         row, data = await self.db.read(self._entry_and_bytes, key, reader)
         if row is None:
             return None
@@ -111,14 +114,17 @@ class StoredHits:
         if not data:
             log.error("live image %s has no file; treating as a miss", image_id)
             return None
-        entry = CachedImage(image_id, data, mime, file_hash, scope)
+        if isinstance(data, Lease):
+            entry = CachedImage(image_id, data.view, mime, file_hash, scope, lease=data)
+        else:
+            entry = CachedImage(image_id, data, mime, file_hash, scope)
         self.cache.put(("live", key), entry, epoch)
         self.counter.known(key, int(hits))
         return LiveResult(entry, "HIT", self.counter.hit(key))
 
     def _entry_and_bytes(
-        self, key: str, reader: Callable[[str], bytes] | None
-    ) -> tuple[tuple[Any, ...] | None, bytes | None]:
+        self, key: str, reader: Callable[[str], bytes | Lease] | None
+    ) -> tuple[tuple[Any, ...] | None, bytes | Lease | None]:
         """The entry's row, and its bytes when storage reads fast (one thread hop)."""
         return read_along(self.entry_row(key), lambda row: str(row[4]), reader)
 

@@ -6,7 +6,10 @@ import re
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from banatie_local.storage.buffers import Lease, ReadBuffers
+
 R = TypeVar("R")
+D = TypeVar("D")
 
 # Keys are slash-separated segments of safe characters; no segment may be empty or
 # start with a dot, so "..", hidden files and absolute paths cannot be expressed.
@@ -38,8 +41,8 @@ def image_key(org_slug: str, project_slug: str, image_id: str) -> str:
 
 
 def read_along(
-    row: R | None, key: Callable[[R], str], reader: Callable[[str], bytes] | None
-) -> tuple[R | None, bytes | None]:
+    row: R | None, key: Callable[[R], str], reader: Callable[[str], D] | None
+) -> tuple[R | None, D | bytes | None]:
     """A looked-up row with its file's bytes read on the same thread when ``reader``
     (``Storage.fast_reader``) is given; a missing file reads as ``b""``."""
     if row is None or reader is None:
@@ -54,6 +57,13 @@ class Storage(Protocol):
     """Object storage. Every method validates its key before touching anything."""
 
     name: str
+
+    def leased_reader(
+        self, buffers: ReadBuffers, smallest: int
+    ) -> Callable[[str], bytes | Lease] | None:
+        """Like ``fast_reader``, but a file of at least ``smallest`` bytes is read into
+        a buffer of ``buffers`` (for bytes served once and not cached); or None."""
+        ...
 
     def fast_reader(self) -> Callable[[str], bytes] | None:
         """A blocking read cheap enough to run on a database reader thread together

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from stat import S_ISREG
+from typing import overload
 
 from banatie_local.storage.base import InvalidKeyError, StorageError, validate_key
+from banatie_local.storage.buffers import Lease, ReadBuffers
 
 _TMP_DIR = ".tmp"
 _ONE_READ_BYTES = 4 * 1024 * 1024
@@ -143,14 +146,28 @@ class LocalStorage:
     def fast_reader(self) -> Callable[[str], bytes] | None:
         return self.read_now
 
+    def leased_reader(
+        self, buffers: ReadBuffers, smallest: int
+    ) -> Callable[[str], bytes | Lease] | None:
+        return functools.partial(self.read_now, buffers=buffers, smallest=smallest)
+
     async def get(self, key: str) -> bytes:
         # Never on the event loop: even a page-cache read can stall on a busy disk.
         return await asyncio.to_thread(self.read_now, key)
 
-    def read_now(self, key: str) -> bytes:
+    @overload
+    def read_now(self, key: str) -> bytes: ...
+
+    @overload
+    def read_now(self, key: str, buffers: ReadBuffers, smallest: int) -> bytes | Lease: ...
+
+    def read_now(
+        self, key: str, buffers: ReadBuffers | None = None, smallest: int = 0
+    ) -> bytes | Lease:
         """Read a file on the calling thread: the directory's resolution remembered,
         the last component opened with O_NOFOLLOW and read in one call; a symlink
-        there, or a file that changed while read, takes the fully checked path."""
+        there, or a file that changed while read, takes the fully checked path. With
+        ``buffers``, a file of at least ``smallest`` bytes is read into a lent buffer."""
         path = self._read_path(key)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -164,9 +181,14 @@ class LocalStorage:
             stat = os.fstat(fd)
             if not S_ISREG(stat.st_mode):
                 raise FileNotFoundError(key)
-            if stat.st_size <= _ONE_READ_BYTES:
-                data = os.read(fd, stat.st_size)
-                if len(data) == stat.st_size:  # else the file changed under us: reread
+            size = stat.st_size
+            if buffers is not None and size >= smallest and buffers.accepts(size):
+                lease = Lease(buffers, buffers.take(size), size)
+                if os.readv(fd, [lease.view]) == size:
+                    return lease
+            elif size <= _ONE_READ_BYTES:
+                data = os.read(fd, size)
+                if len(data) == size:  # else the file changed under us: reread
                     return data
         finally:
             os.close(fd)

@@ -22,6 +22,7 @@ from minio.error import MinioException, S3Error
 
 from banatie_local.config import StorageSettings
 from banatie_local.storage.base import StorageError, validate_key
+from banatie_local.storage.buffers import Lease, ReadBuffers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -150,6 +151,11 @@ class MinioStorage:
 
     async def list_keys(self, prefix: str = "") -> list[str]:
         return await self._call("listing", prefix or "/", self._list, prefix)
+
+    def leased_reader(
+        self, buffers: ReadBuffers, smallest: int
+    ) -> Callable[[str], bytes | Lease] | None:
+        return None  # network reads go through ``get``
 
     async def leftover_temp_files(self, older_than: float) -> list[str]:
         return []  # an S3 PUT is atomic: nothing is left half-written

@@ -756,6 +756,31 @@ def test_without_memory_cache_hits_come_from_disk(start_server: Start) -> None:
         assert conn.execute("PRAGMA data_version").fetchone()[0] == version
 
 
+def test_uncached_hits_read_into_reused_buffers_never_mix_bytes(start_server: Start) -> None:
+    """With the memory cache off, HITs read into lent buffers that are reused: many at
+    once, of images of different sizes, each answer carries exactly its own bytes."""
+    app = start_server(provider=FakeProvider(vary=True), live__memory_cache_mb=0)
+    prompts = [f"buffer {n}" for n in range(3)]
+    files = {}
+    for prompt in prompts:
+        first = live(app, prompt)
+        assert_miss(first)
+        files[prompt] = tiny_png(prompt, 64 + 40 * len(files), 48)  # different sizes
+        storage_path(app, first.headers["x-image-id"]).write_bytes(files[prompt])
+
+    async def main() -> list[tuple[str, httpx.Response]]:
+        async with httpx.AsyncClient(base_url=app.url, timeout=30) as client:
+            asks = [prompts[n % 3] for n in range(60)]
+            answers = await asyncio.gather(
+                *(client.get(f"{LIVE}/main", params={"prompt": p}) for p in asks)
+            )
+            return list(zip(asks, answers, strict=True))
+
+    for prompt, response in asyncio.run(main()):
+        assert_hit(response)
+        assert response.content == files[prompt]
+
+
 def test_deleting_the_live_image_makes_the_next_request_a_miss(start_server: Start) -> None:
     provider = FakeProvider()
     app = start_server(provider=provider)
