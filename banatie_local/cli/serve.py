@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import signal
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,9 @@ from banatie_local.cli.base import (
 )
 from banatie_local.config import Settings
 from banatie_local.services.container import InitResult, Services, initialize, open_services
+
+if TYPE_CHECKING:
+    from sanic import Sanic
 
 
 def _print_init(result: InitResult, settings: Settings, as_json: bool) -> None:
@@ -131,7 +134,7 @@ def _serve_many(settings: Settings, services: Services) -> None:
 
     from banatie_local.http import create_app
 
-    loader = AppLoader(factory=functools.partial(create_app, settings, name="banatie_local"))
+    loader = AppLoader(factory=functools.partial(_worker_app, settings))
     # The supervisor's own app only has to carry the workers' name; it reuses the
     # services already open here instead of opening a second set (no server runs
     # in this process, so its database threads stay idle).
@@ -158,6 +161,15 @@ def _serve_many(settings: Settings, services: Services) -> None:
         signal.signal(signal.SIGINT, stop)
 
     Sanic.serve(primary=app, app_loader=loader)
+
+
+def _worker_app(settings: Settings) -> Sanic[Any, Any]:
+    """The app of one worker process. Workers are spawned, so nothing of the main
+    process's logging setup reaches them: each sets up its own before building."""
+    from banatie_local.http import create_app
+
+    configure_logging(settings.log.level)
+    return create_app(settings, name="banatie_local")
 
 
 def _check_can_listen(host: str, port: int) -> None:

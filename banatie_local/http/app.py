@@ -19,9 +19,10 @@ from sanic.exceptions import RequestTimeout
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from banatie_local.config import Settings
-from banatie_local.http import errors
+from banatie_local.config import Network, Settings
+from banatie_local.http import accesslog, errors
 from banatie_local.http.auth import attach_rate_headers, require_master_key, require_project_key
+from banatie_local.http.clientip import client_ip
 from banatie_local.http.openapi import build_document
 from banatie_local.http.responses import dumps
 from banatie_local.http.routes import (
@@ -153,9 +154,17 @@ class TimedRequest(Request):
     """A request whose body must arrive within ``body_timeout`` seconds.
 
     Sanic's own request timeout covers only the headers; a client trickling its body
-    byte by byte would otherwise hold a connection until the response timeout."""
+    byte by byte would otherwise hold a connection until the response timeout. Its
+    ``client_ip`` is the address behind ``server.trusted_proxies``."""
 
     body_timeout: float = 60.0
+    trusted_networks: tuple[Network, ...] = ()
+
+    @property
+    def client_ip(self) -> str:
+        """The peer, or behind a trusted proxy the client it forwarded for; Sanic's
+        access log reads this (only when ``server.access_log`` is on)."""
+        return client_ip(self.ip, self.headers.get("x-forwarded-for"), self.trusted_networks)
 
     async def receive_body(self) -> None:
         try:
@@ -174,12 +183,20 @@ def create_app(
     services = services or open_services(settings)
     name = name or f"banatie_local_{next(_app_numbers)}"
     request_class = type(
-        "BanatieRequest", (TimedRequest,), {"body_timeout": settings.server.request_timeout}
+        "BanatieRequest",
+        (TimedRequest,),
+        {
+            "body_timeout": settings.server.request_timeout,
+            "trusted_networks": settings.server.trusted_networks,
+        },
     )
     app: Sanic[Any, Any] = Sanic(
         name, dumps=dumps, configure_logging=False, request_class=request_class
     )
     _configure(app, settings)
+    if settings.server.access_log:
+        # per process: every worker builds its app here
+        accesslog.install()
     app.ctx.services = services
     app.ctx.openapi_text = docs.document_text(build_document(ROUTES))
     errors.install(app)

@@ -64,6 +64,8 @@ def _sanic_error(request: Request, exc: SanicException) -> HTTPResponse:
         message = f"no route matches {request.method} {request.path}."
     elif isinstance(exc, MethodNotAllowed):
         message = f"{request.method} is not allowed on {request.path}."
+        if request.path.startswith("/api/v1/images/") and request.method == "POST":
+            message += " To generate an image, POST /api/v1/generations."
         allowed = getattr(exc, "allowed_methods", None) or _allowed_methods(request)
         if allowed:
             headers["Allow"] = ", ".join(sorted(allowed))

@@ -149,3 +149,11 @@ def test_client_that_never_finishes_its_headers_gets_408(
     head, _, body = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408")
     assert b'"code":"REQUEST_TIMEOUT"' in body
+
+
+def test_post_to_an_image_path_names_the_route_that_generates(app: Running) -> None:
+    """An OpenAI-style path on the v1 base is a 405 with Allow, pointing the way."""
+    response = app.project("POST", "/api/v1/images/generations", json={"prompt": "a"})
+    assert_error(response, 405, "METHOD_NOT_ALLOWED")
+    assert response.headers["allow"] == "DELETE, GET, PUT"
+    assert "POST /api/v1/generations" in response.json()["error"]["message"]

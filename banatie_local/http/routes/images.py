@@ -14,7 +14,7 @@ from banatie_local.http.auth import context_of, read, services_of, write
 from banatie_local.http.presenters import image_presenter
 from banatie_local.http.responses import ok, page
 from banatie_local.http.shapes import SetAlias, UpdateImage, decode
-from banatie_local.http.validation import flow_arg, pagination, parse_json
+from banatie_local.http.validation import check_text, flow_arg, pagination, parse_json
 from banatie_local.services.aliases import ALIAS_RE, check_alias
 from banatie_local.services.flows import ABSENT
 from banatie_local.services.imagefile import invalid
@@ -34,7 +34,7 @@ def _read_upload(request: Request) -> Upload:
         raise invalid("the upload has no file field.")
     form = request.form
     names = ("alias", "flowId", "flowAlias", "meta")
-    fields: dict[str, str | None] = {n: form.get(n) if form else None for n in names}
+    fields: dict[str, str | None] = {n: check_text(form.get(n) if form else None, n) for n in names}
     flow_raw = fields["flowId"]
     if flow_raw in ("", "null"):
         fields["flowId"] = None

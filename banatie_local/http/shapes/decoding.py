@@ -198,6 +198,7 @@ _SENTENCES: Final = {
     "too_long": "{field} accepts at most {max_length} entries.",
     "literal_error": "{field} must be one of {expected}.",
     "bytes_type": "{field} must be a file.",
+    "string_unicode": "{field} must be valid Unicode text: it holds an unpaired UTF-16 surrogate.",
 }
 
 
