@@ -43,13 +43,22 @@ class LiveServer:
         self._error: BaseException | None = None
 
     def start(self, attempts: int = 5) -> LiveServer:
-        """Start on a free port; another process may grab the port first, so retry."""
+        """Start on a free port; another process may grab the port first, so retry.
+
+        Also retried: CPython 3.11.7's ``SystemError: AST constructor recursion depth
+        mismatch`` (python/cpython#106905, fixed in later releases), which Sanic's
+        router compilation can meet, rarely, when started on a thread."""
         for _ in range(attempts - 1):
             try:
                 return self._start_once()
             except RuntimeError as exc:
-                if not isinstance(exc.__cause__, OSError):
+                cause = exc.__cause__
+                ast_bug = isinstance(cause, SystemError) and "recursion depth" in str(cause)
+                if not (isinstance(cause, OSError) or ast_bug):
                     raise
+                if ast_bug:  # the routers were marked final before their source failed
+                    self.app.router.reset()
+                    self.app.signal_router.reset()
         return self._start_once()
 
     def _start_once(self) -> LiveServer:
