@@ -51,6 +51,10 @@ class Running:
         headers = {"X-API-Key": self.master_key or "", **kwargs.pop("headers", {})}
         return self.client.request(method, path, headers=headers, **kwargs)
 
+    def stop(self) -> None:
+        self.client.close()
+        self.server.stop()
+
     def new_project_key(self, org: str = "other", project: str = "site") -> str:
         """A project key for another project (created through the admin API)."""
         response = self.admin(
@@ -85,19 +89,37 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     def start(
         create_keys: bool = True, provider: ImageProvider | None = None, **overrides: Any
     ) -> Running:
-        settings = make_settings(tmp_path / f"data{len(started)}", **overrides)
-        services = open_services(settings, provider=provider)
-        result = initialize(services, create_keys=create_keys)
-        server = LiveServer(create_app(settings, services)).start()
-        client = httpx.Client(base_url=server.url, timeout=30)
-        running = Running(settings, services, server, client, result.master_key, result.project_key)
+        data_dir = tmp_path / f"data{len(started)}"
+        running = run_appliance(data_dir, create_keys, provider, **overrides)
         started.append(running)
         return running
 
     yield start
     for running in started:
-        running.client.close()
-        running.server.stop()
+        running.stop()
+
+
+def run_appliance(
+    data_dir: Path,
+    create_keys: bool = True,
+    provider: ImageProvider | None = None,
+    **overrides: Any,
+) -> Running:
+    """A started appliance on ``data_dir``; ``Running.stop`` ends it."""
+    settings = make_settings(data_dir, **overrides)
+    services = open_services(settings, provider=provider)
+    result = initialize(services, create_keys=create_keys)
+    server = LiveServer(create_app(settings, services)).start()
+    client = httpx.Client(base_url=server.url, timeout=30)
+    return Running(settings, services, server, client, result.master_key, result.project_key)
+
+
+@pytest.fixture(scope="module")
+def module_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """One default appliance shared by a module's tests, where they do not interfere."""
+    running = run_appliance(tmp_path_factory.mktemp("module") / "data")
+    yield running
+    running.stop()
 
 
 @pytest.fixture

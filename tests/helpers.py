@@ -88,6 +88,7 @@ class LiveServer:
             loop.run_until_complete(server.after_start())
         except BaseException as exc:
             self._error = exc
+            loop.close()  # a retry starts on a loop of its own
             ready.set()
             return
         ready.set()

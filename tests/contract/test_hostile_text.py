@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from banatie_local.http import create_app
 from banatie_local.http.app import ROUTES
 from banatie_local.http.openapi import build_document
-from banatie_local.services.container import initialize, open_services
 from tests.conftest import Running
-from tests.helpers import LiveServer, make_settings
 from tests.imagedata import png_bytes
 
 LONE = "\ud800"
@@ -30,15 +26,8 @@ SCHEMAS = DOCUMENT["components"]["schemas"]
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    settings = make_settings(tmp_path_factory.mktemp("hostile") / "data")
-    services = open_services(settings)
-    result = initialize(services)
-    server = LiveServer(create_app(settings, services)).start()
-    client = httpx.Client(base_url=server.url, timeout=60)
-    yield Running(settings, services, server, client, result.master_key, result.project_key)
-    client.close()
-    server.stop()
+def app(module_app: Running) -> Running:
+    return module_app
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,10 @@ import pytest
 
 from banatie_local.constants import MAX_PROMPT_LENGTH
 from banatie_local.errors import ValidationError
-from banatie_local.http import create_app, shapes
+from banatie_local.http import shapes
 from banatie_local.http.app import ROUTES
 from banatie_local.http.openapi import build_document
-from banatie_local.services.container import initialize, open_services
 from tests.conftest import Running
-from tests.helpers import LiveServer, make_settings
 
 SCHEMAS = build_document(ROUTES)["components"]["schemas"]
 REQUEST_SHAPES = {m.__name__: m for m in (*shapes.REQUESTS, shapes.FocalPoint)}
@@ -133,16 +131,9 @@ def test_a_limit_just_inside_passes_and_just_outside_is_refused(
 
 
 @pytest.fixture(scope="module")
-def fast(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """One appliance for the module: every request here is refused before any write."""
-    settings = make_settings(tmp_path_factory.mktemp("shapes") / "data")
-    services = open_services(settings)
-    result = initialize(services)
-    server = LiveServer(create_app(settings, services)).start()
-    client = httpx.Client(base_url=server.url, timeout=30)
-    yield Running(settings, services, server, client, result.master_key, result.project_key)
-    client.close()
-    server.stop()
+def fast(module_app: Running) -> Running:
+    """Every request here is refused before any write."""
+    return module_app
 
 
 def _refused(response: httpx.Response, code: str, field: str, words: str) -> None:
