@@ -47,3 +47,9 @@ MAX_EXPIRY_DAYS: Final = 36500
 MAX_SCOPE_GENERATIONS_LIMIT: Final = 1_000_000
 MAX_META_BYTES: Final = 16 * 1024
 MAX_PAGE_LIMIT: Final = 100
+
+# A name the legacy routes publish an image under (API.md §10).
+MAX_FILENAME_LENGTH: Final = 128
+FILENAME_PATTERN: Final = rf"^[A-Za-z0-9._-]{{1,{MAX_FILENAME_LENGTH}}}$"
+# Reference files one legacy POST /api/generate accepts (API.md §10).
+MAX_LEGACY_REFERENCES: Final = 3

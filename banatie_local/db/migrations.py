@@ -411,11 +411,31 @@ _SHARED_STATE: Final = [
         WHERE status IN ('pending', 'processing')""",
 ]
 
+# Names the legacy routes publish images under (API.md §10): one row per name, the
+# newest image wins; deleting the image unpublishes the name. A name moved to another
+# image is a change every process must see (its cached bytes are the old image's).
+_PUBLISHED_NAMES: Final = [
+    """CREATE TABLE published_names (
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        category TEXT NOT NULL CHECK (category IN ('generated', 'uploads')),
+        filename TEXT NOT NULL,
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (project_id, category, filename))""",
+    "CREATE INDEX published_names_image ON published_names (image_id)",
+    """CREATE TRIGGER published_names_changes_update AFTER UPDATE OF image_id ON published_names
+    WHEN OLD.image_id IS NOT NEW.image_id
+    BEGIN
+        INSERT INTO change_log (kind, ref) VALUES ('image', OLD.image_id);
+    END""",
+]
+
 MIGRATIONS: Final[list[tuple[int, str, list[str]]]] = [
     (1, "initial schema", _INITIAL),
     (2, "flow id indexes", _FLOW_ID_INDEXES),
     (3, "counts kept by triggers; flow images by time", _COUNTS),
     (4, "shared state: rate events, live claims, change log, generation leases", _SHARED_STATE),
+    (5, "names published by the legacy routes", _PUBLISHED_NAMES),
 ]
 
 LATEST_VERSION: Final = MIGRATIONS[-1][0]

@@ -180,6 +180,20 @@ class FlowAlias(BaseModel):
         primary_key = False
 
 
+class PublishedName(BaseModel):
+    """A name an image is published under by the legacy routes (API.md §10)."""
+
+    project_id = TextField()
+    category = TextField()
+    filename = TextField()
+    image_id = TextField()
+    created_at = BigIntegerField()
+
+    class Meta:
+        table_name = "published_names"
+        primary_key = False
+
+
 class LiveScope(BaseModel):
     id = TextField(primary_key=True)
     project_id = TextField()

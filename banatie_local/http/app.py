@@ -33,6 +33,7 @@ from banatie_local.http.routes import (
     generations,
     health,
     images,
+    legacy,
     live,
     project,
     scopes,
@@ -40,6 +41,8 @@ from banatie_local.http.routes import (
 from banatie_local.services.container import Services, open_services
 
 Handler = Callable[..., Coroutine[Any, Any, HTTPResponse | None]]
+
+LEGACY_IMAGE: Final = "/api/images/<org:str>/<project:str>/<category:str>/<filename:str>"
 
 ROUTES: Final[list[tuple[str, str, str, Handler]]] = [
     # access,  method,  path,                          handler
@@ -101,6 +104,13 @@ ROUTES: Final[list[tuple[str, str, str, Handler]]] = [
     ("public", "GET", "/cdn/<org:str>/<project:str>/live/<scope:str>", live.live_url),
     ("public", "GET", "/cdn/<org:str>/<project:str>/img/<ref:str>", cdn.cdn_image),
     ("public", "HEAD", "/cdn/<org:str>/<project:str>/img/<ref:str>", cdn.cdn_image),
+    # the pre-v1 routes, for old clients (API.md §10)
+    ("project", "POST", "/api/generate", legacy.generate),
+    ("project", "POST", "/api/text-to-image", legacy.text_to_image),
+    ("project", "POST", "/api/upload", legacy.upload),
+    ("project", "POST", "/api/enhance", legacy.enhance),
+    ("public", "GET", LEGACY_IMAGE, legacy.published_image),
+    ("public", "HEAD", LEGACY_IMAGE, legacy.published_image),
 ]
 
 _GUARDS: Final[dict[str, Callable[..., Awaitable[None]] | None]] = {
@@ -126,6 +136,9 @@ def _configure(app: Sanic[Any, Any], settings: Settings) -> None:
             "ACCESS_LOG": settings.server.access_log,
             "FALLBACK_ERROR_FORMAT": "json",
             "REQUEST_MAX_SIZE": settings.max_upload_bytes + _BODY_OVERHEAD_BYTES,
+            # the most Sanic allows: a live URL's 2,000-character prompt in a script
+            # outside ASCII is up to 18 KB percent-encoded, Latin or Cyrillic 12 KB
+            "REQUEST_MAX_HEADER_SIZE": 16384,
             "REQUEST_TIMEOUT": settings.server.request_timeout,
             # A synchronous generation may use every retry of the provider.
             "RESPONSE_TIMEOUT": max(60.0, generation_budget + 60.0),

@@ -18,7 +18,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from banatie_local.errors import ApiError
-from banatie_local.http.responses import error
+from banatie_local.http.responses import error, is_legacy
 from banatie_local.storage import StorageError
 
 log = logging.getLogger("banatie_local.http")
@@ -45,18 +45,21 @@ def abandon_body(request: Request) -> None:
 def render(request: Request, exc: Exception) -> HTTPResponse:
     """Turn any exception into the error envelope; a 500 never shows its trace."""
     abandon_body(request)
+    legacy = is_legacy(request.path)
     if isinstance(exc, ApiError):
-        return error(exc.status, exc.code, exc.message, exc.details, exc.headers)
+        return error(exc.status, exc.code, exc.message, exc.details, exc.headers, legacy)
     if isinstance(exc, StorageError):
         log.error("storage failure on %s %s: %s", request.method, request.path, exc)
-        return error(503, "STORAGE_UNAVAILABLE", "the storage backend is not reachable now.")
+        message = "the storage backend is not reachable now."
+        return error(503, "STORAGE_UNAVAILABLE", message, legacy=legacy)
     if isinstance(exc, SanicException) and exc.status_code < 500:
-        return _sanic_error(request, exc)
+        return _sanic_error(request, exc, legacy)
     log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
-    return error(500, "INTERNAL_ERROR", "an internal error occurred; it has been logged.")
+    message = "an internal error occurred; it has been logged."
+    return error(500, "INTERNAL_ERROR", message, legacy=legacy)
 
 
-def _sanic_error(request: Request, exc: SanicException) -> HTTPResponse:
+def _sanic_error(request: Request, exc: SanicException, legacy: bool) -> HTTPResponse:
     status = exc.status_code
     code = next((c for cls, c in _SANIC_CODES if isinstance(exc, cls)), "VALIDATION_ERROR")
     headers: dict[str, str] = {}
@@ -69,14 +72,22 @@ def _sanic_error(request: Request, exc: SanicException) -> HTTPResponse:
         allowed = getattr(exc, "allowed_methods", None) or _allowed_methods(request)
         if allowed:
             headers["Allow"] = ", ".join(sorted(allowed))
+    elif isinstance(exc, PayloadTooLarge) and "header" in str(exc).lower():
+        # Sanic reads at most REQUEST_MAX_HEADER_SIZE of request line and headers
+        status, code = 431, "HEADERS_TOO_LARGE"
+        size = request.app.config.REQUEST_MAX_HEADER_SIZE // 1024
+        message = (
+            f"the URL and headers are larger than this server reads ({size} KB); "
+            "a live URL's prompt outside ASCII takes up to 9 bytes a character in the URL."
+        )
     elif isinstance(exc, PayloadTooLarge):
         limit = request.app.ctx.services.settings.server.max_upload_mb
         message = f"the request body is larger than this server accepts (files up to {limit:g} MB)."
     else:
         message = str(exc) or "the request could not be understood."
-    if status not in (400, 404, 405, 408, 413):
+    if status not in (400, 404, 405, 408, 413, 431):
         code = code if code != "VALIDATION_ERROR" else f"HTTP_{status}"
-    return error(status, code, message, headers=headers)
+    return error(status, code, message, headers=headers, legacy=legacy)
 
 
 def _allowed_methods(request: Request) -> list[str]:

@@ -64,11 +64,13 @@ class Op:
     errors: tuple[int, ...] = ()
     extra_ok: tuple[int, ...] = ()
     page_images: bool = False  # scope get: top-level pagination describes data.images
+    legacy: bool = False  # a pre-v1 route: a flat message beside data and error
     content: str = "application/json"
     extra: JSON = field(default_factory=dict)
 
 
 PAGED = ("limit", "offset")
+LEGACY_IMAGE: Final = "/api/images/<org:str>/<project:str>/<category:str>/<filename:str>"
 V1 = (400, 401, 403, 429)
 
 OPERATIONS: Final[dict[tuple[str, str], Op]] = {
@@ -115,6 +117,12 @@ OPERATIONS: Final[dict[tuple[str, str], Op]] = {
     ("GET", "/cdn/<org:str>/<project:str>/live/<scope:str>"): Op("public", image=True, query=("prompt", "aspectRatio", "autoEnhance", "template"), errors=(400, 403, 404, 429, 502, 503)),
     ("GET", "/cdn/<org:str>/<project:str>/img/<ref:str>"): Op("public", image=True, errors=(404, 503)),
     ("HEAD", "/cdn/<org:str>/<project:str>/img/<ref:str>"): Op("public", image=True, errors=(404, 503)),
+    ("POST", "/api/generate"): Op("legacy", returns="LegacyGenerated", body="LegacyGenerate", multipart=True, legacy=True, errors=(*V1, 404, 413, 415, 502, 503)),
+    ("POST", "/api/text-to-image"): Op("legacy", returns="LegacyGenerated", body="LegacyTextToImage", legacy=True, errors=(*V1, 502, 503)),
+    ("POST", "/api/upload"): Op("legacy", 201, "LegacyUploaded", body="LegacyUpload", multipart=True, legacy=True, errors=(*V1, 413, 415, 503)),
+    ("POST", "/api/enhance"): Op("legacy", returns="LegacyEnhanced", body="LegacyEnhance", legacy=True, errors=(*V1, 502)),
+    ("GET", LEGACY_IMAGE): Op("legacy", image=True, legacy=True, errors=(404, 503)),
+    ("HEAD", LEGACY_IMAGE): Op("legacy", image=True, legacy=True, errors=(404, 503)),
 }  # fmt: skip
 
 QUERY: Final[dict[str, JSON]] = {
@@ -152,6 +160,9 @@ def _envelope(op: Op) -> JSON:
             ["success", "data", "pagination"],
         )  # fmt: skip
     properties: JSON = {"success": {"const": True}, "data": data}
+    if op.legacy:
+        properties["message"] = STR
+        return obj(properties, ["success", "message", "data"])
     if op.page_images:
         properties["pagination"] = ref("Pagination")
     return obj(properties, ["success", "data"])
@@ -177,8 +188,12 @@ def _responses(op: Op, access: str) -> JSON:
                 "description": "accepted" if status == 202 else "unhealthy",
                 "content": {"application/json": {"schema": schema}},
             }
-    error = {"content": {"application/json": {"schema": ref("Error")}}}
+    error = {
+        "content": {"application/json": {"schema": ref("LegacyError" if op.legacy else "Error")}}
+    }
     codes = set(op.errors) | ({405, 413} if access != "public" or op.body else set())
+    if op.query:
+        codes.add(431)  # a query string past the 16 KB the server reads (HEADERS_TOO_LARGE)
     if access != "public" or op.image or op.body:
         codes.add(503)  # the database busy past database.busy_timeout_ms (DATABASE_BUSY)
     for status in sorted(codes):
@@ -212,10 +227,29 @@ def _operation(method: str, path: str, access: str, handler: Callable[..., Any])
         operation["requestBody"] = {
             "required": op.body in ("Upload", "CreateGeneration", "CreateScope", "SetAlias",
                                     "SetFlowAliases", "UpdateProject", "UpdateGeneration",
-                                    "UpdateScope", "CreateKey"),
+                                    "UpdateScope", "CreateKey", "LegacyGenerate",
+                                    "LegacyTextToImage", "LegacyUpload", "LegacyEnhance"),
             "content": {media: {"schema": ref(op.body)}},
         }  # fmt: skip
     return operation
+
+
+TAG_NOTES: Final = {
+    "legacy": "Pre-v1 routes kept so that scripts written for them work unchanged. "
+    "Their answers carry a flat message beside data (or beside the v1 error object).",
+    "public": "No key: image bytes for pages (live URLs and the CDN).",
+}
+
+
+def _tags(names: Iterable[str]) -> list[JSON]:
+    """The tags in order of first use, with a note where one helps."""
+    tags: list[JSON] = []
+    for name in dict.fromkeys(names):
+        tag: JSON = {"name": name}
+        if name in TAG_NOTES:
+            tag["description"] = TAG_NOTES[name]
+        tags.append(tag)
+    return tags
 
 
 def build_document(routes: Iterable[tuple[str, str, str, Callable[..., Any]]]) -> JSON:
@@ -237,6 +271,7 @@ def build_document(routes: Iterable[tuple[str, str, str, Callable[..., Any]]]) -
             "description": "The Banatie v1 image-generation API, self-hosted. "
             "Project keys open /api/v1, master keys /api/admin (header X-API-Key).",
         },
+        "tags": _tags(op.tag for op in OPERATIONS.values()),
         "paths": paths,
         "components": {
             "schemas": SCHEMAS,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 
 from sanic.response import HTTPResponse
 
@@ -59,12 +59,32 @@ def error(
     message: str,
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
+    legacy: bool = False,
 ) -> HTTPResponse:
-    """``{"success": false, "error": {"code", "message", "details"?}}``"""
+    """``{"success": false, "error": {"code", "message", "details"?}}``; a legacy
+    route's error also has the flat ``message`` of API.md §10."""
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details
+    if legacy:
+        return _json({"success": False, "message": message, "error": body}, status, headers)
     return _json({"success": False, "error": body}, status, headers)
+
+
+# The pre-v1 routes (API.md §10) answer in their own envelopes.
+_LEGACY_POSTS: Final = frozenset(
+    {"/api/generate", "/api/text-to-image", "/api/upload", "/api/enhance"}
+)
+
+
+def is_legacy(path: str) -> bool:
+    """Whether ``path`` is one of the pre-v1 routes."""
+    return path in _LEGACY_POSTS or path.startswith("/api/images/")
+
+
+def legacy_ok(message: str, data: Any, status: int = 200) -> HTTPResponse:
+    """``{"success": true, "message": "<sentence>", "data": {...}}``"""
+    return _json({"success": True, "message": message, "data": wire(data)}, status)
 
 
 def plain(body: dict[str, Any], status: int = 200) -> HTTPResponse:

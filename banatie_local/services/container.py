@@ -18,10 +18,12 @@ from banatie_local.services.housekeeping import ChangeFeed, Housekeeper
 from banatie_local.services.imagecache import ImageCache
 from banatie_local.services.images import ImageService
 from banatie_local.services.keys import KeyService
+from banatie_local.services.legacy import LegacyService
 from banatie_local.services.live import HitCounter, LiveService
 from banatie_local.services.maintenance import Maintenance
 from banatie_local.services.owner import owner_id
 from banatie_local.services.projects import DEFAULT_SLUG, ProjectService
+from banatie_local.services.published import PublishedNames
 from banatie_local.services.ratelimit import SharedLimiter
 from banatie_local.services.scopes import ScopeService
 from banatie_local.storage import Storage, create_storage
@@ -42,6 +44,8 @@ class Services:
     images: ImageService
     provider: ImageProvider
     generations: GenerationService
+    names: PublishedNames
+    legacy: LegacyService
     scopes: ScopeService
     live: LiveService
     maintenance: Maintenance
@@ -80,6 +84,8 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
         db, clock, settings, storage, aliases, flows, cascade, provider, owner=owner
     )
     scopes = ScopeService(db, clock, cascade)
+    images = ImageService(db, clock, settings, storage, cache, aliases, flows, cascade)
+    names = PublishedNames(db, cache)
     live = LiveService(
         db=db,
         clock=clock,
@@ -105,9 +111,11 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
         image_cache=cache,
         aliases=aliases,
         flows=flows,
-        images=ImageService(db, clock, settings, storage, cache, aliases, flows, cascade),
+        images=images,
         provider=provider,
         generations=generations,
+        names=names,
+        legacy=LegacyService(db, clock, images, generations, names),
         scopes=scopes,
         live=live,
         maintenance=Maintenance(db, storage, cascade),

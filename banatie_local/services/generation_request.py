@@ -3,6 +3,7 @@ shared by every path that starts one: the API, the live URL, regenerate and the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -36,6 +37,9 @@ class GenerationRequest:
     prompt_limit: int = MAX_PROMPT_LENGTH
     image_meta: dict[str, Any] | None = None  # meta of a newly made output image
     output_image_id: str | None = None  # write over this image (regenerate in place)
+    # run in the write that adds a new output image, with (image id, MIME type)
+    publish: Callable[[str, str], None] | None = None
+    id: str | None = None  # the new generation's id, for a caller that names it first
 
 
 def check_prompt(prompt: object, limit: int = MAX_PROMPT_LENGTH) -> str:

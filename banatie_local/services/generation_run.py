@@ -30,7 +30,9 @@ from banatie_local.storage import Storage, StorageError
 # one log for every part of a generation
 log = logging.getLogger("banatie_local.services.generations")
 
+# meta the run writes (each run afresh), and meta a door records at creation
 SYSTEM_META: Final = ("provider", "model", "enhancementError")
+ORIGIN_META: Final = ("legacy", "filename")
 MAX_ENHANCED_LENGTH: Final = 10_000
 INTERRUPTED: Final = "interrupted: the server stopped before this generation finished."
 # A lapsed lease means the process died (a live one renews it every few seconds).
@@ -75,7 +77,7 @@ class GenerationRunner:
             return await self._run(ctx, *begun)
         finally:
             self.running.discard(generation_id)
-            self.store.image_meta.pop(generation_id, None)
+            self.store.outputs.pop(generation_id, None)
 
     def _start(self, generation_id: str) -> Started:
         """Mark it processing, with a fresh lease (one write)."""
@@ -132,11 +134,15 @@ class GenerationRunner:
 
     async def _enhance(self, generation: Generation) -> tuple[str, str | None, str | None]:
         """``(prompt for the model, original prompt or None, enhancement error or None)``."""
-        text = generation.user_prompt
         if not generation.auto_enhance:
-            return text, None, None
+            return generation.user_prompt, None, None
+        return await self.enhance(generation.user_prompt, generation.enhancement_template)
+
+    async def enhance(self, text: str, template: str) -> tuple[str, str | None, str | None]:
+        """``text`` rewritten by the provider for ``template``: ``(prompt, original or
+        None when unchanged, the provider's error or None)``."""
         try:
-            enhanced = (await self.provider.enhance(text, generation.enhancement_template)).strip()
+            enhanced = (await self.provider.enhance(text, template)).strip()
         except ProviderError as exc:
             return text, None, exc.message
         enhanced = enhanced[:MAX_ENHANCED_LENGTH]

@@ -23,6 +23,16 @@ from banatie_local.services.validation import new_id
 from banatie_local.storage import Storage, image_key
 
 
+@dataclass(frozen=True)
+class Output:
+    """What a generation's first output image gets: its ``meta``, and ``publish``,
+    run in the write that adds it with ``(image_id, mime_type)`` (a legacy route
+    publishes the image's name there)."""
+
+    meta: dict[str, Any] | None = None
+    publish: Callable[[str, str], None] | None = None
+
+
 @dataclass
 class GenerationStore:
     """Writes a run's output: the file, then its image row, aliases and success."""
@@ -33,8 +43,8 @@ class GenerationStore:
     aliases: AliasService
     flows: FlowService
     cascade: Cascade
-    # The meta a first output image gets, by generation, while its run is pending.
-    image_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What a first output image gets, by generation, while its run is pending.
+    outputs: dict[str, Output] = field(default_factory=dict)
 
     async def store(
         self,
@@ -90,6 +100,7 @@ class GenerationStore:
         succeed: Callable[[str], None],
     ) -> None:
         now = self.clock.now_us()
+        output = self.outputs.get(generation.id, Output())
         image = Image.create(
             id=image_id,
             project_id=generation.project_id,
@@ -97,13 +108,15 @@ class GenerationStore:
             generation_id=generation.id,
             storage_key=key,
             source="generated",
-            meta=self.image_meta.get(generation.id, {}),
+            meta=output.meta or {},
             created_at=now,
             updated_at=now,
             **facts,
         )
         Generation.update(output_image_id=image_id).where(Generation.id == generation.id).execute()
         self._output_aliases(generation, image)
+        if output.publish is not None:
+            output.publish(image_id, facts["mime_type"])
         succeed(image_id)
 
     def _output_aliases(self, generation: Generation, image: Image) -> None:

@@ -39,12 +39,13 @@ from banatie_local.services.generation_request import (
 from banatie_local.services.generation_run import (
     INTERRUPTED,
     LEASE_US,
+    ORIGIN_META,
     SYSTEM_META,
     GenerationRunner,
     Started,
     started_from,
 )
-from banatie_local.services.generation_store import GenerationStore
+from banatie_local.services.generation_store import GenerationStore, Output
 from banatie_local.services.owner import owner_id
 from banatie_local.services.validation import is_uuid, new_id
 from banatie_local.storage import Storage
@@ -97,16 +98,18 @@ class GenerationService:
         if wait:  # recorded as already processing: one write fewer on the way
             begun = await self.db.write(self._record_started, ctx, request, checked)
             generation_id = str(begun[0].id)
-            if request.image_meta:
-                self.store.image_meta[generation_id] = request.image_meta
+            self._plan_output(generation_id, request)
             return await self.runner.run(ctx, generation_id, begun)
         generation_id = await self.db.write(self._record, ctx, request, checked)
-        if request.image_meta:
-            self.store.image_meta[generation_id] = request.image_meta
+        self._plan_output(generation_id, request)
         task = asyncio.get_running_loop().create_task(self.runner.run(ctx, generation_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return await self.db.read(self.get_by_id, generation_id)
+
+    def _plan_output(self, generation_id: str, request: GenerationRequest) -> None:
+        if request.image_meta or request.publish:
+            self.store.outputs[generation_id] = Output(request.image_meta, request.publish)
 
     def _record(self, ctx: Context, request: GenerationRequest, checked: CheckedRequest) -> str:
         """The pending row with its references (inside a write)."""
@@ -128,7 +131,7 @@ class GenerationService:
         self.flows.apply(ctx.project_id, checked.choice)
         now = self.clock.now_us()
         generation = Generation.create(
-            id=new_id(),
+            id=request.id or new_id(),
             project_id=ctx.project_id,
             flow_id=checked.choice.flow_id,
             api_key_id=ctx.api_key.id if ctx.api_key else None,
@@ -162,6 +165,11 @@ class GenerationService:
         """Take a generation from pending (or ``begun``: already processing) to
         success or failed; return its final row."""
         return await self.runner.run(ctx, generation_id, begun)
+
+    async def enhance(self, prompt: str, template: str) -> tuple[str, str | None, str | None]:
+        """``prompt`` as a run would enhance it for ``template`` (nothing is stored):
+        ``(prompt, original or None when unchanged, the provider's error or None)``."""
+        return await self.runner.enhance(check_prompt(prompt), check_template(template))
 
     # ---------------------------------------------------------- regenerate etc.
 
@@ -208,7 +216,8 @@ class GenerationService:
         if flow_id is not ABSENT:
             changes["flow_id"] = self._move_to_flow(ctx, generation, flow_id)
         if meta is not None:
-            system = {k: v for k, v in generation.meta.items() if k in SYSTEM_META}
+            kept = (*SYSTEM_META, *ORIGIN_META)  # a client's meta cannot rewrite these
+            system = {k: v for k, v in generation.meta.items() if k in kept}
             changes["meta"] = {**meta, **system}
         if changes:
             self.runner.set(generation, **changes)

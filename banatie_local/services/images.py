@@ -46,6 +46,19 @@ class Upload:
 
 
 @dataclass(frozen=True)
+class CheckedUpload:
+    """An upload after every check, before anything is written; ``after`` runs in the
+    write that adds the row (a legacy route publishes the image's name there)."""
+
+    upload: Upload
+    choice: FlowChoice
+    facts: ImageFacts
+    alias: str | None
+    flow_alias: str | None
+    after: Callable[[Image], None] | None = None
+
+
+@dataclass(frozen=True)
 class ImageFilters:
     flow_id: str | None = None
     source: str | None = None
@@ -67,6 +80,11 @@ class ImageService:
 
     async def upload(self, ctx: Context, upload: Upload) -> Image:
         """Store an uploaded image; every input is checked before anything is written."""
+        return await self.store_upload(ctx, await self.check_upload(upload))
+
+    async def check_upload(self, upload: Upload) -> CheckedUpload:
+        """Every check of an upload, the file decoded off the event loop; nothing is
+        written. A caller storing several files checks them all first."""
         if len(upload.data) > self.settings.max_upload_bytes:
             raise PayloadTooLargeError(
                 f"the file is larger than {self.settings.server.max_upload_mb:g} MB."
@@ -77,34 +95,29 @@ class ImageService:
         )
         choice = choose_flow(upload.flow_id, flow_alias)
         facts = await asyncio.to_thread(inspect, upload.data)
+        return CheckedUpload(upload, choice, facts, alias, flow_alias)
+
+    async def store_upload(self, ctx: Context, checked: CheckedUpload) -> Image:
+        """Write a checked upload: the file, then its row (the file goes if the row fails)."""
         image_id = new_id()
         key = image_key(ctx.organization.slug, ctx.project.slug, image_id)
-        await self.storage.put(key, upload.data, facts.mime_type)
+        await self.storage.put(key, checked.upload.data, checked.facts.mime_type)
         try:
-            return await self.db.write(
-                self._insert_upload, ctx, upload, choice, image_id, key, facts, alias, flow_alias
-            )
+            return await self.db.write(self._insert_upload, ctx, checked, image_id, key)
         except BaseException:
             await self.cascade.remove_files([key])
             raise
 
     def _insert_upload(
-        self,
-        ctx: Context,
-        upload: Upload,
-        choice: FlowChoice,
-        image_id: str,
-        key: str,
-        facts: ImageFacts,
-        alias: str | None,
-        flow_alias: str | None,
+        self, ctx: Context, checked: CheckedUpload, image_id: str, key: str
     ) -> Image:
-        self.flows.apply(ctx.project_id, choice)
+        self.flows.apply(ctx.project_id, checked.choice)
         now = self.clock.now_us()
+        facts = checked.facts
         image: Image = Image.create(
             id=image_id,
             project_id=ctx.project_id,
-            flow_id=choice.flow_id,
+            flow_id=checked.choice.flow_id,
             generation_id=None,
             storage_key=key,
             mime_type=facts.mime_type,
@@ -113,11 +126,13 @@ class ImageService:
             width=facts.width,
             height=facts.height,
             source="uploaded",
-            meta=upload.meta or {},
+            meta=checked.upload.meta or {},
             created_at=now,
             updated_at=now,
         )
-        self._apply_aliases(image, alias, flow_alias)
+        self._apply_aliases(image, checked.alias, checked.flow_alias)
+        if checked.after is not None:
+            checked.after(image)
         return image
 
     def _apply_aliases(self, image: Image, alias: str | None, flow_alias: str | None) -> None:

@@ -257,6 +257,14 @@ def build_world(start_server: Start) -> World:
     )["id"]
     data_of(app.project("POST", "/api/v1/live/scopes", headers=b_headers, json={"slug": "mine"}))
     a_project = data_of(app.project("GET", "/api/v1/project"), 200)["id"]
+    with sqlite(app.settings.database_path) as db:  # A's upload, published by name
+        db.execute(
+            "INSERT INTO published_names (project_id, category, filename, image_id, created_at)"
+            " VALUES (?, 'uploads', 'secret.png', ?, 0)",
+            (a_project, a_upload),
+        )
+        db.commit()
+    assert app.client.get("/api/images/default/default/uploads/secret.png").status_code == 200
     return World(
         app=app,
         provider=provider,
@@ -781,6 +789,89 @@ def _cdn_image_head(w: World) -> Checks:
     return Checks(probes=_cdn_image_probes(w, "HEAD"))
 
 
+def _legacy_made_in_b(route: str, **request: Any) -> Callable[[World], None]:
+    """B's legacy generation: published under B's name space, no reference of A's
+    (``@hero`` in the prompt is B's alias or nothing)."""
+
+    def check(w: World) -> None:
+        response = w.b("POST", route, **request)
+        assert response.status_code == 200, response.text
+        data = response.json()["data"]
+        assert data["filepath"].startswith("other/site/generated/")
+        image_is_b(w, data["imageId"])
+        refs = rows(
+            w.app,
+            "SELECT image_id FROM generation_references WHERE generation_id = ?",
+            data["generationId"],
+        )
+        assert all(r["image_id"] not in w.a_images for r in refs)
+        name = data["filepath"].rsplit("/", 1)[-1]
+        refused = w.app.client.get(f"/api/images/default/default/generated/{name}")
+        assert refused.status_code == 404
+
+    return check
+
+
+@case("POST", "/api/generate")
+def _legacy_generate(w: World) -> Checks:
+    form = {"prompt": "like @hero", "filename": "b-hero"}
+    return Checks(later=[_legacy_made_in_b("/api/generate", data=form, files={"_": ("", b"")})])
+
+
+@case("POST", "/api/text-to-image")
+def _legacy_text_to_image(w: World) -> Checks:
+    body = {"prompt": "like @fox", "filename": "b-fox"}
+    return Checks(later=[_legacy_made_in_b("/api/text-to-image", json=body)])
+
+
+@case("POST", "/api/upload")
+def _legacy_upload(w: World) -> Checks:
+    def published_in_b(w: World) -> None:
+        files = {"file": ("secret.png", png_bytes(color=(3, 3, 3)), "image/png")}
+        response = w.b("POST", "/api/upload", files=files)
+        assert response.status_code == 201, response.text
+        data = response.json()["data"]
+        assert data["filepath"] == "other/site/uploads/secret.png"
+        image_is_b(w, data["imageId"])
+        # A's name of the same spelling still serves A's image
+        own = w.app.client.get("/api/images/default/default/uploads/secret.png")
+        assert own.headers["x-image-id"] == w.a_upload
+
+    return Checks(later=[published_in_b])
+
+
+@case("POST", "/api/enhance")
+def _legacy_enhance(w: World) -> Checks:
+    def stores_nothing(w: World) -> None:
+        before = project_state(w.app, w.b_project, "other/site/")
+        response = w.b("POST", "/api/enhance", json={"prompt": "@hero at dawn"})
+        assert response.status_code == 200, response.text
+        assert project_state(w.app, w.b_project, "other/site/") == before
+
+    return Checks(now=[stores_nothing])
+
+
+def _legacy_image_probes(method: str) -> list[Probe]:
+    return probes(
+        method,
+        "/api/images/other/site/uploads/{t}",
+        [("secret.png", "nosuch.png")],
+        404,
+        "IMAGE_NOT_FOUND",
+        keyed=False,
+    )
+
+
+@case("GET", "/api/images/<org:str>/<project:str>/<category:str>/<filename:str>")
+def _legacy_image(w: World) -> Checks:
+    return Checks(probes=_legacy_image_probes("GET"))
+
+
+@case("HEAD", "/api/images/<org:str>/<project:str>/<category:str>/<filename:str>")
+def _legacy_image_head(w: World) -> Checks:
+    return Checks(probes=_legacy_image_probes("HEAD"))
+
+
 @case("GET", "/cdn/<org:str>/<project:str>/live/<scope:str>")
 def _cdn_live(w: World) -> Checks:
     def never_serves_a_cache(w: World) -> None:
@@ -803,11 +894,12 @@ def _cdn_live(w: World) -> Checks:
 
 
 def project_scoped_routes() -> list[tuple[str, str]]:
-    """Routes that read or write one project's data: ``/api/v1`` and ``/cdn``."""
+    """Routes that read or write one project's data: ``/api/v1``, the legacy routes,
+    ``/cdn`` and the legacy ``/api/images``."""
     return [
         (method, path)
         for access, method, path, _ in ROUTES
-        if access == "project" or path.startswith("/cdn/")
+        if access == "project" or path.startswith(("/cdn/", "/api/images/"))
     ]
 
 

@@ -1,48 +1,16 @@
-"""The public image route (API.md §6): bytes from memory, one raw query on a miss."""
+"""The public image route (API.md §6)."""
 
 from __future__ import annotations
 
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from banatie_local.errors import NotFoundError
 from banatie_local.http.auth import services_of
-from banatie_local.http.prepared import cached_response, etag_matches, prepared
-
-
-def not_modified(etag: str, image_id: str, max_age: int) -> HTTPResponse:
-    """A 304 of ``/img/``: the image's ETag, Cache-Control and id."""
-    return HTTPResponse(
-        status=304,
-        headers={
-            "ETag": etag,
-            "Cache-Control": f"public, max-age={max_age}",
-            "X-Image-Id": image_id,
-        },
-    )
+from banatie_local.http.public import public_image
 
 
 async def cdn_image(request: Request, org: str, project: str, ref: str) -> HTTPResponse:
     """Image bytes by id or project ``@alias``; ``If-None-Match`` answers 304."""
-    services = services_of(request)
-    cache = services.image_cache
-    max_age = services.settings.cdn.max_age
-    key = (org, project, ref)
-    entry = cache.get(key)
-    if entry is None:
-        epoch = cache.epoch
-        images = services.images
-        found, data = await services.db.read(
-            images.public_fetch, org, project, ref, services.storage.fast_reader()
-        )
-        if found is None:
-            raise NotFoundError(f"image {ref} does not exist.", "IMAGE_NOT_FOUND")
-        image_id, mime, file_hash, storage_key = found
-        if etag_matches(request.headers.get("if-none-match"), f'"{file_hash}"'):
-            return not_modified(f'"{file_hash}"', image_id, max_age)
-        entry = await images.public_bytes(image_id, mime, file_hash, storage_key, data)
-        cache.put(key, entry, epoch)
-    ready = prepared(entry, max_age)
-    if etag_matches(request.headers.get("if-none-match"), ready.etag):
-        return not_modified(ready.etag, entry.image_id, max_age)
-    return cached_response(entry, ready)
+    images = services_of(request).images
+    missing = f"image {ref} does not exist."
+    return await public_image(request, (org, project, ref), missing, images.public_fetch, ref)

@@ -31,6 +31,10 @@ from banatie_local.http.shapes.requests import (
     CreateScope,
     EnhancementOptions,
     FocalPoint,
+    LegacyEnhance,
+    LegacyGenerate,
+    LegacyTextToImage,
+    LegacyUpload,
     RegenerateScope,
     SetAlias,
     SetFlowAliases,
@@ -43,7 +47,8 @@ from banatie_local.http.shapes.requests import (
 
 __all__ = [
     "REQUESTS", "RESPONSES", "CreateFlow", "CreateGeneration", "CreateKey", "CreateScope",
-    "EnhancementOptions", "FocalPoint", "RegenerateScope", "SetAlias", "SetFlowAliases",
+    "EnhancementOptions", "FocalPoint", "LegacyEnhance", "LegacyGenerate", "LegacyTextToImage",
+    "LegacyUpload", "RegenerateScope", "SetAlias", "SetFlowAliases",
     "Shape", "UpdateGeneration", "UpdateImage", "UpdateProject", "UpdateScope", "Upload",
     "component_schemas", "decode", "refusal", "validate",
 ]  # fmt: skip

@@ -21,6 +21,10 @@ from banatie_local.http.shapes.requests import (
     CreateGeneration,
     CreateKey,
     CreateScope,
+    LegacyEnhance,
+    LegacyGenerate,
+    LegacyTextToImage,
+    LegacyUpload,
     RegenerateScope,
     SetAlias,
     SetFlowAliases,
@@ -41,6 +45,10 @@ from banatie_local.http.shapes.responses import (
     IdOnly,
     Image,
     Info,
+    LegacyEnhanced,
+    LegacyError,
+    LegacyGenerated,
+    LegacyUploaded,
     Pagination,
     Project,
     RevokedKey,
@@ -53,10 +61,12 @@ from banatie_local.http.validation import parse_json
 REQUESTS: Final = (
     CreateKey, UpdateProject, UpdateImage, SetAlias, CreateGeneration, UpdateGeneration,
     CreateFlow, SetFlowAliases, CreateScope, UpdateScope, RegenerateScope, Upload,
+    LegacyGenerate, LegacyTextToImage, LegacyUpload, LegacyEnhance,
 )  # fmt: skip
 RESPONSES: Final = (
     Pagination, Error, IdOnly, Health, Info, BootstrapKey, ApiKey, CreatedApiKey, RevokedKey,
     Project, Image, Generation, Flow, Scope, ScopeWithImages, ScopeRegenerated,
+    LegacyError, LegacyGenerated, LegacyUploaded, LegacyEnhanced,
 )  # fmt: skip
 # The document's historical names for two shapes whose class names would shadow builtins.
 _RENAMED: Final = {"IdOnly": "Id"}

@@ -7,10 +7,13 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, StringConstraints
 
 from banatie_local.constants import (
+    FILENAME_PATTERN,
     MAX_ALIASES_PER_REQUEST,
     MAX_EXPIRY_DAYS,
     MAX_EXPLICIT_REFERENCES,
+    MAX_FILENAME_LENGTH,
     MAX_KEY_NAME_LENGTH,
+    MAX_LEGACY_REFERENCES,
     MAX_PROMPT_LENGTH,
 )
 from banatie_local.http.shapes.base import (
@@ -141,3 +144,53 @@ class Upload(Shape):
     flow_id: Uuid | None = None
     flow_alias: Alias | None = None
     meta: Annotated[str, Field(description="a JSON object as text")] | None = None
+
+
+# --------------------------------------------------- legacy (pre-v1) routes, API.md §10
+
+Filename = Annotated[
+    str,
+    StringConstraints(pattern=FILENAME_PATTERN, max_length=MAX_FILENAME_LENGTH),
+    Field(description="published with the image's real extension"),
+]
+
+
+class LegacyTextToImage(Shape):
+    prompt: Prompt
+    filename: Filename | None = None
+    aspect_ratio: (
+        Annotated[AspectRatio, Field(json_schema_extra=_code("INVALID_ASPECT_RATIO"))] | None
+    ) = None
+    auto_enhance: bool | None = None
+    enhancement_options: EnhancementOptions | None = None
+
+
+class LegacyGenerate(LegacyTextToImage):
+    """A multipart form: ``autoEnhance`` is the text true/false; ``enhancementOptions``
+    is a JSON text, or the field ``enhancementOptions[template]``."""
+
+    filename: Filename  # required here
+    files: (
+        Annotated[
+            list[Annotated[bytes, Field(json_schema_extra={"format": "binary"})]],
+            Field(
+                max_length=MAX_LEGACY_REFERENCES,
+                json_schema_extra=_code("TOO_MANY_REFERENCES"),
+            ),
+        ]
+        | None
+    ) = None
+
+
+class LegacyUpload(Shape):
+    """A multipart form; without ``filename`` the file's own name is published,
+    made safe."""
+
+    file: Annotated[bytes, Field(json_schema_extra={"format": "binary"})]
+    filename: Filename | None = None
+
+
+class LegacyEnhance(Shape):
+    prompt: Prompt
+    options: EnhancementOptions | None = None
+    enhancement_options: EnhancementOptions | None = None

@@ -186,3 +186,53 @@ class ScopeWithImages(Scope):
 class ScopeRegenerated(Shape):
     regenerated: int
     images: list[Image]
+
+
+# --------------------------------------------------- legacy (pre-v1) routes, API.md §10
+
+
+class LegacyError(Shape):
+    """An error of a legacy route: the v1 error object with a flat ``message``."""
+
+    success: Literal[False]
+    message: str
+    error: ErrorBody
+
+
+class PromptEnhancement(Shape):
+    original_prompt: str
+    enhanced_prompt: str
+    template: str
+
+
+class LegacyGenerated(Shape):
+    filename: str
+    filepath: str
+    url: str
+    image_id: str
+    generation_id: str
+    aspect_ratio: AspectRatio
+    width: int
+    height: int
+    mime_type: Literal["image/png", "image/jpeg", "image/webp"]
+    model: str | None
+    provider: str | None
+    prompt_enhancement: PromptEnhancement | None
+
+
+class LegacyUploaded(Shape):
+    filename: str
+    filepath: str
+    url: str
+    image_id: str
+    size: int
+    mime_type: Literal["image/png", "image/jpeg", "image/webp"]
+    width: int
+    height: int
+
+
+class LegacyEnhanced(Shape):
+    original_prompt: str
+    enhanced_prompt: str
+    template: str
+    provider: str
