@@ -16,6 +16,7 @@ from banatie_local.db.connection import AppSqliteDatabase
 from banatie_local.http import create_app
 from banatie_local.providers import ImageProvider
 from banatie_local.services.container import Services, initialize, open_services
+from tests.fakes.gemini import FakeGemini
 from tests.fakes.s3 import S3Server
 from tests.helpers import LiveServer, make_settings
 
@@ -73,6 +74,29 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server = S3Server(tmp_path_factory.mktemp("s3")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def fake_gemini() -> Iterator[FakeGemini]:
+    """A fake Gemini server that the real google-genai SDK talks to."""
+    fake = FakeGemini().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def on_fake_gemini(fake: FakeGemini, **overrides: Any) -> dict[str, Any]:
+    """Settings for an appliance on the Gemini provider pointed at ``fake``, without
+    retries (``overrides`` win)."""
+    return {
+        "generation__provider": "gemini",
+        "generation__gemini_api_key": "test-key",
+        "generation__gemini_base_url": fake.url,
+        "generation__max_retries": 0,
+        "generation__timeout_seconds": 10,
+        **overrides,
+    }
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from banatie_local.http.routes import (
     images,
     legacy,
     live,
+    openai,
     project,
     scopes,
 )
@@ -111,6 +112,12 @@ ROUTES: Final[list[tuple[str, str, str, Handler]]] = [
     ("project", "POST", "/api/enhance", legacy.enhance),
     ("public", "GET", LEGACY_IMAGE, legacy.published_image),
     ("public", "HEAD", LEGACY_IMAGE, legacy.published_image),
+    # the OpenAI Images API (API.md §11)
+    ("project", "POST", "/v1/images/generations", openai.generate),
+    ("project", "POST", "/v1/images/edits", openai.edit),
+    ("project", "POST", "/v1/images/variations", openai.variation),
+    ("project", "GET", "/v1/models", openai.list_models),
+    ("project", "GET", "/v1/models/<model_id:str>", openai.get_model),
 ]
 
 _GUARDS: Final[dict[str, Callable[..., Awaitable[None]] | None]] = {

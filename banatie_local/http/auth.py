@@ -8,6 +8,7 @@ response, errors included (``attach_rate_headers``).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,8 +28,31 @@ def services_of(request: Request) -> Services:
     return services
 
 
+def presented_key(request: Request) -> str | None:
+    """``X-API-Key``, else the token of ``Authorization: Bearer`` (OpenAI clients)."""
+    key = request.headers.get("x-api-key")
+    if key:
+        return str(key)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def openai_rate_headers(headers: dict[str, str], now: float) -> dict[str, str]:
+    """Our ``X-RateLimit-*`` headers under OpenAI's names (``reset`` as a duration)."""
+    if "X-RateLimit-Limit" not in headers:
+        return {}
+    reset = max(0, int(headers["X-RateLimit-Reset"]) - int(now))
+    return {
+        "x-ratelimit-limit-requests": headers["X-RateLimit-Limit"],
+        "x-ratelimit-remaining-requests": headers["X-RateLimit-Remaining"],
+        "x-ratelimit-reset-requests": f"{reset}s",
+    }
+
+
 async def _authenticate(request: Request, key_type: str) -> KeyOwner:
-    owner = await services_of(request).keys.authenticate(request.headers.get("x-api-key"))
+    owner = await services_of(request).keys.authenticate(presented_key(request))
     if owner.key.type != key_type:
         where = "/api/v1" if key_type == "project" else "/api/admin"
         raise ForbiddenError(f"{where} needs a {key_type} key.")
@@ -97,6 +121,8 @@ async def attach_rate_headers(request: Request, response: HTTPResponse) -> None:
     """App response middleware: copy the rate-limit headers onto any response."""
     headers = getattr(request.ctx, "rate_headers", None)
     if headers:
+        if request.path.startswith("/v1/"):
+            headers = {**headers, **openai_rate_headers(headers, time.time())}
         for name, value in headers.items():
             response.headers.setdefault(name, value)
 

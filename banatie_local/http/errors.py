@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from sanic import Sanic
@@ -18,7 +19,8 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from banatie_local.errors import ApiError
-from banatie_local.http.responses import error, is_legacy
+from banatie_local.http.auth import openai_rate_headers
+from banatie_local.http.responses import error, style_of
 from banatie_local.storage import StorageError
 
 log = logging.getLogger("banatie_local.http")
@@ -45,21 +47,25 @@ def abandon_body(request: Request) -> None:
 def render(request: Request, exc: Exception) -> HTTPResponse:
     """Turn any exception into the error envelope; a 500 never shows its trace."""
     abandon_body(request)
-    legacy = is_legacy(request.path)
+    style = style_of(request.path)
     if isinstance(exc, ApiError):
-        return error(exc.status, exc.code, exc.message, exc.details, exc.headers, legacy)
+        headers = exc.headers
+        if style == "openai":  # OpenAI's SDKs read their own header names
+            known = headers or getattr(request.ctx, "rate_headers", None) or {}
+            headers = {**headers, **openai_rate_headers(known, time.time())}
+        return error(exc.status, exc.code, exc.message, exc.details, headers, style)
     if isinstance(exc, StorageError):
         log.error("storage failure on %s %s: %s", request.method, request.path, exc)
         message = "the storage backend is not reachable now."
-        return error(503, "STORAGE_UNAVAILABLE", message, legacy=legacy)
+        return error(503, "STORAGE_UNAVAILABLE", message, style=style)
     if isinstance(exc, SanicException) and exc.status_code < 500:
-        return _sanic_error(request, exc, legacy)
+        return _sanic_error(request, exc, style)
     log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     message = "an internal error occurred; it has been logged."
-    return error(500, "INTERNAL_ERROR", message, legacy=legacy)
+    return error(500, "INTERNAL_ERROR", message, style=style)
 
 
-def _sanic_error(request: Request, exc: SanicException, legacy: bool) -> HTTPResponse:
+def _sanic_error(request: Request, exc: SanicException, style: str) -> HTTPResponse:
     status = exc.status_code
     code = next((c for cls, c in _SANIC_CODES if isinstance(exc, cls)), "VALIDATION_ERROR")
     headers: dict[str, str] = {}
@@ -87,7 +93,7 @@ def _sanic_error(request: Request, exc: SanicException, legacy: bool) -> HTTPRes
         message = str(exc) or "the request could not be understood."
     if status not in (400, 404, 405, 408, 413, 431):
         code = code if code != "VALIDATION_ERROR" else f"HTTP_{status}"
-    return error(status, code, message, headers=headers, legacy=legacy)
+    return error(status, code, message, headers=headers, style=style)
 
 
 def _allowed_methods(request: Request) -> list[str]:

@@ -65,6 +65,7 @@ class Op:
     extra_ok: tuple[int, ...] = ()
     page_images: bool = False  # scope get: top-level pagination describes data.images
     legacy: bool = False  # a pre-v1 route: a flat message beside data and error
+    openai: bool = False  # the OpenAI door: OpenAI's error shape
     content: str = "application/json"
     extra: JSON = field(default_factory=dict)
 
@@ -123,6 +124,11 @@ OPERATIONS: Final[dict[tuple[str, str], Op]] = {
     ("POST", "/api/enhance"): Op("legacy", returns="LegacyEnhanced", body="LegacyEnhance", legacy=True, errors=(*V1, 502)),
     ("GET", LEGACY_IMAGE): Op("legacy", image=True, legacy=True, errors=(404, 503)),
     ("HEAD", LEGACY_IMAGE): Op("legacy", image=True, legacy=True, errors=(404, 503)),
+    ("POST", "/v1/images/generations"): Op("openai", raw="OpenAiImages", body="OpenAiGenerate", openai=True, errors=(*V1, 502, 503)),
+    ("POST", "/v1/images/edits"): Op("openai", raw="OpenAiImages", body="OpenAiEdit", multipart=True, openai=True, errors=(*V1, 413, 415, 502, 503)),
+    ("POST", "/v1/images/variations"): Op("openai", raw="OpenAiImages", body="OpenAiVariation", multipart=True, openai=True, errors=(*V1, 413, 415, 502, 503)),
+    ("GET", "/v1/models"): Op("openai", raw="OpenAiModelList", openai=True, errors=V1),
+    ("GET", "/v1/models/<model_id:str>"): Op("openai", raw="OpenAiModel", openai=True, errors=(*V1, 404)),
 }  # fmt: skip
 
 QUERY: Final[dict[str, JSON]] = {
@@ -168,6 +174,10 @@ def _envelope(op: Op) -> JSON:
     return obj(properties, ["success", "data"])
 
 
+def _error_schema(op: Op) -> str:
+    return "LegacyError" if op.legacy else "OpenAiError" if op.openai else "Error"
+
+
 def _responses(op: Op, access: str) -> JSON:
     if op.image:
         content: JSON = {
@@ -188,9 +198,7 @@ def _responses(op: Op, access: str) -> JSON:
                 "description": "accepted" if status == 202 else "unhealthy",
                 "content": {"application/json": {"schema": schema}},
             }
-    error = {
-        "content": {"application/json": {"schema": ref("LegacyError" if op.legacy else "Error")}}
-    }
+    error = {"content": {"application/json": {"schema": ref(_error_schema(op))}}}
     codes = set(op.errors) | ({405, 413} if access != "public" or op.body else set())
     if op.query:
         codes.add(431)  # a query string past the 16 KB the server reads (HEADERS_TOO_LARGE)
@@ -211,7 +219,7 @@ def _operation(method: str, path: str, access: str, handler: Callable[..., Any])
         "responses": _responses(op, access),
     }
     if access in ("project", "master"):
-        operation["security"] = [{"apiKey": []}]
+        operation["security"] = [{"apiKey": []}, {"bearer": []}]
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": STR}
         for name in _PARAM.findall(path)
@@ -228,7 +236,8 @@ def _operation(method: str, path: str, access: str, handler: Callable[..., Any])
             "required": op.body in ("Upload", "CreateGeneration", "CreateScope", "SetAlias",
                                     "SetFlowAliases", "UpdateProject", "UpdateGeneration",
                                     "UpdateScope", "CreateKey", "LegacyGenerate",
-                                    "LegacyTextToImage", "LegacyUpload", "LegacyEnhance"),
+                                    "LegacyTextToImage", "LegacyUpload", "LegacyEnhance",
+                                    "OpenAiGenerate", "OpenAiEdit", "OpenAiVariation"),
             "content": {media: {"schema": ref(op.body)}},
         }  # fmt: skip
     return operation
@@ -238,6 +247,8 @@ TAG_NOTES: Final = {
     "legacy": "Pre-v1 routes kept so that scripts written for them work unchanged. "
     "Their answers carry a flat message beside data (or beside the v1 error object).",
     "public": "No key: image bytes for pages (live URLs and the CDN).",
+    "openai": "The OpenAI Images API: point an OpenAI client's base URL at /v1 and give it "
+    "a project key (Authorization: Bearer). Errors use OpenAI's shape.",
 }
 
 
@@ -275,6 +286,9 @@ def build_document(routes: Iterable[tuple[str, str, str, Callable[..., Any]]]) -
         "paths": paths,
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
         },
     }

@@ -26,6 +26,11 @@ from banatie_local.services.scopes import ScopeView
 ImagePresenter = Callable[[Image], out.Image]
 
 
+def image_url(row: Image, org_slug: str, project_slug: str, base_url: str) -> str:
+    """The permanent public URL of an image (API.md §6)."""
+    return f"{base_url}/cdn/{org_slug}/{project_slug}/img/{row.id}"
+
+
 def image(row: Image, org_slug: str, project_slug: str, base_url: str) -> out.Image:
     """The image object of API.md §3."""
     focal = (
@@ -39,7 +44,7 @@ def image(row: Image, org_slug: str, project_slug: str, base_url: str) -> out.Im
         flow_id=row.flow_id,
         generation_id=row.generation_id,
         storage_key=row.storage_key,
-        storage_url=f"{base_url}/cdn/{org_slug}/{project_slug}/img/{row.id}",
+        storage_url=image_url(row, org_slug, project_slug, base_url),
         mime_type=row.mime_type,
         file_size=row.file_size,
         file_hash=row.file_hash,

@@ -59,16 +59,45 @@ def error(
     message: str,
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
-    legacy: bool = False,
+    style: str = "v1",
 ) -> HTTPResponse:
     """``{"success": false, "error": {"code", "message", "details"?}}``; a legacy
-    route's error also has the flat ``message`` of API.md §10."""
+    route's error also has the flat ``message`` of API.md §10, and the OpenAI door's
+    is OpenAI's ``{"error": {message, type, param, code}}`` (§11)."""
+    if style == "openai":
+        return _json(openai_error(status, code, message, details), status, headers)
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details
-    if legacy:
+    if style == "legacy":
         return _json({"success": False, "message": message, "error": body}, status, headers)
     return _json({"success": False, "error": body}, status, headers)
+
+
+_OPENAI_TYPES: Final = {
+    401: "authentication_error", 403: "permission_error", 429: "rate_limit_error",
+}  # fmt: skip
+# our field names that OpenAI names otherwise (an upload's file is its image)
+_OPENAI_PARAMS: Final = {"file": "image", "files": "image", "body": None}
+
+
+def openai_error(
+    status: int, code: str, message: str, details: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The error body OpenAI's SDKs read: the type by status, the field as ``param``."""
+    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    field = (details or {}).get("field")
+    param = _OPENAI_PARAMS.get(field, field) if isinstance(field, str) else None
+    if param is None and status in (413, 415):  # only a file is too large or not an image
+        param = "image"
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def style_of(path: str) -> str:
+    """Which error envelope ``path`` answers in: ``openai``, ``legacy`` or ``v1``."""
+    if path.startswith("/v1/") or path == "/v1":
+        return "openai"
+    return "legacy" if is_legacy(path) else "v1"
 
 
 # The pre-v1 routes (API.md §10) answer in their own envelopes.

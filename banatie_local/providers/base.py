@@ -35,6 +35,8 @@ class ProviderError(Exception):
 
 
 class ImageProvider(Protocol):
+    """A provider may also name the model it draws with as ``image_model``."""
+
     name: str
 
     async def generate(

@@ -41,6 +41,7 @@ class GeminiProvider:
 
     def __init__(self, settings: GenerationSettings) -> None:
         self.settings = settings
+        self.image_model = settings.image_model
         options = types.HttpOptions(timeout=int(settings.timeout_seconds * 1000))
         if settings.gemini_base_url:
             options.base_url = settings.gemini_base_url

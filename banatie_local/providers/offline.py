@@ -29,6 +29,7 @@ Color = tuple[int, int, int]
 
 class OfflineProvider:
     name = "offline"
+    image_model = MODEL_NAME
 
     async def generate(
         self, prompt: str, aspect_ratio: str, references: list[ReferenceImage]

@@ -21,6 +21,7 @@ from banatie_local.services.keys import KeyService
 from banatie_local.services.legacy import LegacyService
 from banatie_local.services.live import HitCounter, LiveService
 from banatie_local.services.maintenance import Maintenance
+from banatie_local.services.openai_door import OpenAiImages
 from banatie_local.services.owner import owner_id
 from banatie_local.services.projects import DEFAULT_SLUG, ProjectService
 from banatie_local.services.published import PublishedNames
@@ -46,12 +47,14 @@ class Services:
     generations: GenerationService
     names: PublishedNames
     legacy: LegacyService
+    openai: OpenAiImages
     scopes: ScopeService
     live: LiveService
     maintenance: Maintenance
     housekeeper: Housekeeper
     owner: str
     started_at: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)  # /v1/models "created"
 
     def close(self) -> None:
         self.db.close()
@@ -116,6 +119,7 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
         generations=generations,
         names=names,
         legacy=LegacyService(db, clock, images, generations, names),
+        openai=OpenAiImages(db, storage, images, generations),
         scopes=scopes,
         live=live,
         maintenance=Maintenance(db, storage, cascade),

@@ -22,6 +22,7 @@ from banatie_local.db.models import Generation, GenerationReference, Image
 from banatie_local.providers import ImageProvider, ProviderError, ReferenceImage
 from banatie_local.providers.base import measure
 from banatie_local.services.context import Context
+from banatie_local.services.delivery import Delivery, deliver
 from banatie_local.services.generation_store import GenerationStore
 from banatie_local.services.imagefile import sniff
 from banatie_local.services.owner import owner_alive
@@ -32,7 +33,7 @@ log = logging.getLogger("banatie_local.services.generations")
 
 # meta the run writes (each run afresh), and meta a door records at creation
 SYSTEM_META: Final = ("provider", "model", "enhancementError")
-ORIGIN_META: Final = ("legacy", "filename")
+ORIGIN_META: Final = ("legacy", "filename", "openai", "output")
 MAX_ENHANCED_LENGTH: Final = 10_000
 INTERRUPTED: Final = "interrupted: the server stopped before this generation finished."
 # A lapsed lease means the process died (a live one renews it every few seconds).
@@ -107,6 +108,9 @@ class GenerationRunner:
                 meta["enhancementError"] = enhancement_error
             references = await self._reference_bytes(reference_rows)
             result = await self.provider.generate(prompt, generation.aspect_ratio, references)
+            delivery = Delivery.from_meta(generation.meta)
+            if delivery is not None and delivery.needed(result):
+                result = await asyncio.to_thread(deliver, result, delivery)
             meta["model"] = result.model
 
             def succeed(image_id: str) -> None:  # in the same write as the image row

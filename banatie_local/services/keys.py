@@ -158,7 +158,10 @@ class KeyService:
         """The owner of a presented key, or the 401 that says why not. A key seen
         before is checked from memory; a new one costs one read off the event loop."""
         if not plaintext:
-            raise AuthError("send your API key in the X-API-Key header.", "MISSING_API_KEY")
+            raise AuthError(
+                "send your API key in the X-API-Key header (or as Authorization: Bearer).",
+                "MISSING_API_KEY",
+            )
         if not KEY_RE.fullmatch(plaintext):
             raise AuthError("the API key is not valid.", "INVALID_API_KEY")
         digest = hash_key(plaintext)

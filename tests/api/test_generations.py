@@ -9,7 +9,7 @@ import io
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -92,15 +92,6 @@ def start_server(start_server: Callable[..., Running]) -> Callable[..., Running]
         return running
 
     return start
-
-
-@pytest.fixture
-def fake_gemini() -> Iterator[FakeGemini]:
-    fake = FakeGemini().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 # ---------------------------------------------------------------------- helpers

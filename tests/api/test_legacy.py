@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import Running
+from tests.conftest import Running, on_fake_gemini
 from tests.fakes.gemini import Answer, FakeGemini
 from tests.helpers import sqlite
 from tests.imagedata import gif_bytes, jpeg_bytes, png_bytes, webp_bytes
@@ -433,25 +433,10 @@ def test_legacy_routes_count_against_the_keys_limit(limited: Running) -> None:
 # --------------------------------------------------------------------- failure
 
 
-@pytest.fixture
-def fake_gemini() -> Iterator[FakeGemini]:
-    fake = FakeGemini().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
 def test_a_failed_generation_is_a_502_and_stays_recorded(
     start_server: Callable[..., Running], fake_gemini: FakeGemini
 ) -> None:
-    app = start_server(
-        generation__provider="gemini",
-        generation__gemini_api_key="test-key",
-        generation__gemini_base_url=fake_gemini.url,
-        generation__max_retries=0,
-        generation__timeout_seconds=10,
-    )
+    app = start_server(**on_fake_gemini(fake_gemini))
     fake_gemini.queue(Answer("error", 500))
     error = refused(generate(app, filename="fails"), 502, "GENERATION_FAILED")
     generation = v1(app, f"/api/v1/generations/{error['details']['generationId']}")

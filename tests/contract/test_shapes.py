@@ -60,7 +60,7 @@ def _valid(schema: dict[str, Any]) -> Any:
     if kind == "boolean":
         return True
     if kind == "array":
-        return []
+        return [_valid(schema.get("items", {}))] * schema.get("minItems", 0)
     return {}
 
 

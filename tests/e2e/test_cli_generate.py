@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +63,6 @@ def run(data_dir: Path) -> Run:
 def initialized(run: Run) -> Run:
     succeeded(run("init"))
     return run
-
-
-@pytest.fixture
-def fake_gemini() -> Iterator[FakeGemini]:
-    fake = FakeGemini().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 def rows(db_path: Path, sql: str, *params: Any) -> list[dict[str, Any]]:

@@ -162,15 +162,6 @@ def serve(tmp_path: Path, data_dir: Path) -> Iterator[StartServe]:
             server.kill()
 
 
-@pytest.fixture
-def fake_gemini() -> Iterator[FakeGemini]:
-    fake = FakeGemini().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
 @pytest.fixture(scope="module")
 def big_pngs() -> list[bytes]:
     """Noise PNGs of about 1, 2 and 3 MB (noise barely compresses)."""

@@ -872,6 +872,73 @@ def _legacy_image_head(w: World) -> Checks:
     return Checks(probes=_legacy_image_probes("HEAD"))
 
 
+def _door_made_in_b(path: str, **request: Any) -> Callable[[World], None]:
+    """B's image through the OpenAI door: B's generation, image and uploads only."""
+
+    def check(w: World) -> None:
+        headers = {"Authorization": f"Bearer {w.b_key}"}
+        response = w.app.client.post(path, headers=headers, **request)
+        assert response.status_code == 200, response.text
+        for item in response.json()["data"]:
+            image_is_b(w, item["image_id"])
+            refs = rows(
+                w.app,
+                "SELECT r.image_id, i.project_id FROM generation_references r"
+                " JOIN images i ON i.id = r.image_id WHERE r.generation_id = ?",
+                item["generation_id"],
+            )
+            assert all(r["project_id"] == w.b_project for r in refs)
+            assert all(r["image_id"] not in w.a_images for r in refs)
+
+    return check
+
+
+@case("POST", "/v1/images/generations")
+def _door_generate(w: World) -> Checks:
+    body = {"prompt": "like @hero", "size": "256x256"}
+    return Checks(later=[_door_made_in_b("/v1/images/generations", json=body)])
+
+
+@case("POST", "/v1/images/edits")
+def _door_edit(w: World) -> Checks:
+    files = {"image": ("a.png", png_bytes(color=(4, 4, 4)), "image/png")}
+    form = {"prompt": "like @hero", "size": "256x256"}
+    return Checks(later=[_door_made_in_b("/v1/images/edits", files=files, data=form)])
+
+
+@case("POST", "/v1/images/variations")
+def _door_variation(w: World) -> Checks:
+    files = {"image": ("a.png", png_bytes(color=(6, 6, 6)), "image/png")}
+    return Checks(later=[_door_made_in_b("/v1/images/variations", files=files)])
+
+
+def _models_are_the_providers(w: World) -> None:
+    """Models are the provider's, the same for every project; nothing of A's shows."""
+    headers = {"Authorization": f"Bearer {w.b_key}"}
+    listed = w.app.client.get("/v1/models", headers=headers).json()["data"]
+    assert listed == w.app.client.get("/v1/models", headers=bearer_a(w)).json()["data"]
+    for model in listed:
+        one = w.app.client.get(f"/v1/models/{model['id']}", headers=headers)
+        assert one.json() == model
+    for a_id in (w.a_project, w.a_upload, w.a_generation):
+        refused = w.app.client.get(f"/v1/models/{a_id}", headers=headers)
+        assert refused.status_code == 404
+
+
+def bearer_a(w: World) -> dict[str, str]:
+    return {"Authorization": f"Bearer {w.app.project_key}"}
+
+
+@case("GET", "/v1/models")
+def _door_models(w: World) -> Checks:
+    return Checks(now=[_models_are_the_providers])
+
+
+@case("GET", "/v1/models/<model_id:str>")
+def _door_model(w: World) -> Checks:
+    return Checks(now=[_models_are_the_providers])
+
+
 @case("GET", "/cdn/<org:str>/<project:str>/live/<scope:str>")
 def _cdn_live(w: World) -> Checks:
     def never_serves_a_cache(w: World) -> None:

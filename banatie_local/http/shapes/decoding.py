@@ -16,6 +16,15 @@ from banatie_local.http.shapes.base import (
     S,
     Shape,
 )
+from banatie_local.http.shapes.openai import (
+    OpenAiEdit,
+    OpenAiError,
+    OpenAiGenerate,
+    OpenAiImages,
+    OpenAiModel,
+    OpenAiModelList,
+    OpenAiVariation,
+)
 from banatie_local.http.shapes.requests import (
     CreateFlow,
     CreateGeneration,
@@ -62,11 +71,13 @@ REQUESTS: Final = (
     CreateKey, UpdateProject, UpdateImage, SetAlias, CreateGeneration, UpdateGeneration,
     CreateFlow, SetFlowAliases, CreateScope, UpdateScope, RegenerateScope, Upload,
     LegacyGenerate, LegacyTextToImage, LegacyUpload, LegacyEnhance,
+    OpenAiGenerate, OpenAiEdit, OpenAiVariation,
 )  # fmt: skip
 RESPONSES: Final = (
     Pagination, Error, IdOnly, Health, Info, BootstrapKey, ApiKey, CreatedApiKey, RevokedKey,
     Project, Image, Generation, Flow, Scope, ScopeWithImages, ScopeRegenerated,
     LegacyError, LegacyGenerated, LegacyUploaded, LegacyEnhanced,
+    OpenAiImages, OpenAiModel, OpenAiModelList, OpenAiError,
 )  # fmt: skip
 # The document's historical names for two shapes whose class names would shadow builtins.
 _RENAMED: Final = {"IdOnly": "Id"}
