@@ -88,6 +88,10 @@ class ServerSettings:
 @dataclass(frozen=True)
 class StorageSettings:
     backend: str = setting("local", "Where image files live", choices=("local", "minio"))
+    local_root: str = setting(
+        "",
+        'Folder of the local backend; "" means <data-dir>/storage (a shared mount for instances)',
+    )
     minio_endpoint: str = setting("", "S3 endpoint as host:port (minio backend)")
     minio_access_key: str = setting("", "S3 access key (minio backend)", secret=True)
     minio_secret_key: str = setting("", "S3 secret key (minio backend)", secret=True)
@@ -142,6 +146,11 @@ class CdnSettings:
 
 @dataclass(frozen=True)
 class DatabaseSettings:
+    url: str = setting(
+        "",
+        'Empty: SQLite in the data dir; "postgresql://user:pass@host:5432/db" for PostgreSQL',
+        secret=True,
+    )
     busy_timeout_ms: int = setting(
         5000,
         "How long a write waits for another process's lock before answering 503 DATABASE_BUSY",
@@ -191,6 +200,8 @@ class Settings:
 
     @property
     def storage_root(self) -> Path:
+        if self.storage.local_root:
+            return Path(self.storage.local_root).expanduser()
         return self.data_dir / "storage"
 
     @property
@@ -352,6 +363,12 @@ def _check_cross_fields(settings: Settings) -> None:
     if url and not url.startswith(("http://", "https://")):
         raise ConfigError(
             f"setting server.public_base_url must start with http:// or https://, got {url!r}."
+        )
+    db_url = settings.database.url
+    if db_url and not db_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "setting database.url must be empty (SQLite in the data dir) or start with "
+            "postgresql://."
         )
     if settings.storage.backend == "minio" and not settings.storage.minio_endpoint:
         raise ConfigError(

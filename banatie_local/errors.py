@@ -83,7 +83,19 @@ class DatabaseBusyError(ApiError):
     status = 503
     default_code = "DATABASE_BUSY"
 
-    def __init__(self, retry_after: int = 1) -> None:
+    def __init__(
+        self,
+        retry_after: int = 1,
+        message: str = "the database is busy; retry shortly.",
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, code, headers={"Retry-After": str(retry_after)})
+
+
+class DatabaseUnavailableError(DatabaseBusyError):
+    """The database server cannot be reached (restarting, network): 503 until it is."""
+
+    def __init__(self) -> None:
         super().__init__(
-            "the database is busy; retry shortly.", headers={"Retry-After": str(retry_after)}
+            2, "the database cannot be reached now; retry shortly.", "DATABASE_UNAVAILABLE"
         )

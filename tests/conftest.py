@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,22 +10,31 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner, Result
 from sanic import Sanic
 
+from banatie_local.cli import cli
+from banatie_local.clock import Clock
 from banatie_local.config import Settings
-from banatie_local.db.connection import AppSqliteDatabase
+from banatie_local.db.connection import (
+    AppPostgresqlDatabase,
+    AppSqliteDatabase,
+    upgrade_database,
+)
 from banatie_local.http import create_app
 from banatie_local.providers import ImageProvider
 from banatie_local.services.container import Services, initialize, open_services
+from tests import postgres
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.s3 import S3Server
-from tests.helpers import LiveServer, make_settings
+from tests.helpers import POSTGRES_URLS, LiveServer, make_settings
 
 # Sanic's own test mode: many apps per process, each optimised (TouchUp) afresh.
 Sanic.test_mode = True
 # Any query run on a thread that runs an event loop fails the test that caused it:
 # the server must reach the database only through its boundary (db/boundary.py).
 AppSqliteDatabase.guard_loop = True
+AppPostgresqlDatabase.guard_loop = True
 
 
 @dataclass
@@ -55,6 +65,7 @@ class Running:
     def stop(self) -> None:
         self.client.close()
         self.server.stop()
+        self.services.db.raw.close()  # this thread's own connection (set-up, checks)
 
     def new_project_key(self, org: str = "other", project: str = "site") -> str:
         """A project key for another project (created through the admin API)."""
@@ -104,8 +115,49 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path / "data")
 
 
+DATABASES = ["sqlite", "postgresql"] if postgres.available() else ["sqlite"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module marked ``both_databases`` runs its appliances on each database."""
+    if metafunc.definition.get_closest_marker("both_databases") and (
+        "db_kind" in metafunc.fixturenames
+    ):
+        metafunc.parametrize("db_kind", DATABASES, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def db_kind(request: pytest.FixtureRequest) -> str:
+    """The database the module's appliances use: SQLite unless parametrised."""
+    kind: str = getattr(request, "param", "sqlite")
+    return kind
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[postgres.PostgresServer]:
+    """One real PostgreSQL server for the session, started when a test needs it, with
+    a migrated template database that each appliance's database is copied from."""
+    server = postgres.PostgresServer().start()
+    template = server.new_database()
+    raw, _ = upgrade_database(Path("."), Clock(), 5000, template)
+    raw.close()
+    server.template = template.rsplit("/", 1)[-1]
+    yield server
+    server.destroy()
+
+
+def database_url(request: pytest.FixtureRequest, kind: str) -> str:
+    """A fresh database of ``kind``: "" (SQLite in the data dir) or a PostgreSQL URL."""
+    if kind != "postgresql":
+        return ""
+    server: postgres.PostgresServer = request.getfixturevalue("pg_server")
+    return server.new_database(server.template)
+
+
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+def start_server(
+    tmp_path: Path, db_kind: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Running]]:
     """Start an appliance with ``section__key=value`` setting overrides; ``provider``
     replaces the configured image provider (a provider is a seam, like storage)."""
     started: list[Running] = []
@@ -114,6 +166,8 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Running]]:
         create_keys: bool = True, provider: ImageProvider | None = None, **overrides: Any
     ) -> Running:
         data_dir = tmp_path / f"data{len(started)}"
+        if db_kind != "sqlite" and "database__url" not in overrides:
+            overrides["database__url"] = database_url(request, db_kind)
         running = run_appliance(data_dir, create_keys, provider, **overrides)
         started.append(running)
         return running
@@ -131,6 +185,8 @@ def run_appliance(
 ) -> Running:
     """A started appliance on ``data_dir``; ``Running.stop`` ends it."""
     settings = make_settings(data_dir, **overrides)
+    if settings.database.url:  # direct checks of the database go to PostgreSQL
+        POSTGRES_URLS[settings.database_path] = settings.database.url
     services = open_services(settings, provider=provider)
     result = initialize(services, create_keys=create_keys)
     server = LiveServer(create_app(settings, services)).start()
@@ -139,9 +195,12 @@ def run_appliance(
 
 
 @pytest.fixture(scope="module")
-def module_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+def module_app(
+    tmp_path_factory: pytest.TempPathFactory, db_kind: str, request: pytest.FixtureRequest
+) -> Iterator[Running]:
     """One default appliance shared by a module's tests, where they do not interfere."""
-    running = run_appliance(tmp_path_factory.mktemp("module") / "data")
+    url = database_url(request, db_kind)
+    running = run_appliance(tmp_path_factory.mktemp("module") / "data", database__url=url)
     yield running
     running.stop()
 
@@ -150,3 +209,18 @@ def module_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
 def app(start_server: Callable[..., Running]) -> Running:
     """A default appliance, initialised with a master and a project key."""
     return start_server()
+
+
+@pytest.fixture
+def run_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Result]:
+    """Run the CLI in-process with no host settings; returns the Click result."""
+    for name in list(os.environ):
+        if name.startswith("BANATIE_") or name == "GEMINI_API_KEY":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def run(*args: str) -> Result:
+        return runner.invoke(cli, list(args), prog_name="banatie-local")
+
+    return run

@@ -107,15 +107,82 @@ class LiveServer:
             self._thread.join(20)
 
 
+# The appliances of this process that run on PostgreSQL: data dir's SQLite path → URL.
+POSTGRES_URLS: dict[Path, str] = {}
+
+
 @contextmanager
-def sqlite(path: Path) -> Iterator[sqlite3.Connection]:
-    """A plain sqlite3 connection, to check the database without our own code."""
+def sqlite(path: Path) -> Iterator[Any]:
+    """A plain driver connection, to check the database without our own code: sqlite3
+    on the file, or psycopg when the appliance of that data dir runs on PostgreSQL
+    (the same ``?`` SQL, rows readable by index and by name)."""
+    url = POSTGRES_URLS.get(path)
+    if url is not None:
+        with _PostgresChecks(url) as checks:
+            yield checks
+        return
     conn = sqlite3.connect(path)
     conn.row_factory = sqlite3.Row
     try:
         yield conn
     finally:
         conn.close()
+
+
+class _Row(tuple):  # type: ignore[type-arg]
+    """A row readable as ``row[0]`` and ``row["name"]``, as ``sqlite3.Row`` is."""
+
+    names: tuple[str, ...] = ()
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self.names.index(key))
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+
+class _PostgresChecks:
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(url)
+
+    def __enter__(self) -> _PostgresChecks:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.conn.close()
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        # SQLite's own checks: PostgreSQL enforces foreign keys on every write, and
+        # checks its pages itself
+        if sql.strip() == "PRAGMA foreign_key_check":
+            sql = "SELECT 1 WHERE false"
+        elif sql.strip() == "PRAGMA integrity_check":
+            sql = "SELECT 'ok'"
+        cursor = self.conn.cursor(row_factory=_row_factory)
+        cursor.execute(sql.replace("%", "%%").replace("?", "%s"), params)  # type: ignore[arg-type]
+        return cursor
+
+    def executemany(self, sql: str, rows: Any) -> None:
+        with self.conn.cursor() as cursor:
+            cursor.executemany(sql.replace("%", "%%").replace("?", "%s"), rows)
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+
+def _row_factory(cursor: Any) -> Any:
+    names = tuple(d.name for d in cursor.description or ())
+
+    def make(values: Any) -> _Row:
+        row = _Row(values)
+        row.names = names
+        return row
+
+    return make
 
 
 def eventually(check: Any, timeout: float = 3.0, interval: float = 0.05) -> Any:
@@ -130,3 +197,44 @@ def eventually(check: Any, timeout: float = 3.0, interval: float = 0.05) -> Any:
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+def parallel(count: int, call: Any, threads: int = 8) -> list[Any]:
+    """``call(0)`` … ``call(count - 1)`` on ``threads`` threads; their results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(call, range(count)))
+
+
+def assert_exact_budget(responses: list[Any], limit: int) -> None:
+    """Exactly ``limit`` of the answers were admitted, the rest refused with 429."""
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) == limit, statuses
+    assert statuses.count(429) == len(responses) - limit, statuses
+
+
+def assert_one_generation(responses: list[Any], provider_calls: int) -> None:
+    """Identical live misses: all answered with the same bytes, one MISS, one call."""
+    assert [r.status_code for r in responses] == [200] * len(responses), [r.text for r in responses]
+    assert len({r.content for r in responses}) == 1
+    assert sorted(r.headers["x-cache-status"] for r in responses).count("MISS") == 1
+    assert provider_calls == 1
+
+
+def wait_until_serving(proc: Any, url: str, timeout: float = 60) -> None:
+    """Until ``url``/health answers 200; fails at once if ``proc`` exits."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.communicate()[1]
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not start serving"
+        time.sleep(0.1)

@@ -11,6 +11,7 @@ import click
 
 from banatie_local import __version__
 from banatie_local.cli.base import AppGroup, common_options, emit_json, json_option
+from banatie_local.cli.db import db
 from banatie_local.cli.generate import generate
 from banatie_local.cli.keys import keys
 from banatie_local.cli.maintenance import purge, stats
@@ -39,7 +40,7 @@ def version(as_json: bool) -> None:
         click.echo(f"banatie-local {__version__}")
 
 
-for command in (init, serve, keys, projects, scopes, purge, stats, generate, version):
+for command in (init, serve, keys, projects, scopes, purge, stats, generate, db, version):
     cli.add_command(command)
 
 

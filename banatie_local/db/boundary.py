@@ -20,10 +20,18 @@ answers 503 ``DATABASE_BUSY`` in bounded time instead of freezing or failing wit
 
 Peewee keeps one connection per thread, so each thread here has its own. The CLI,
 which has no event loop to protect, calls services directly.
+
+On PostgreSQL (``database.url``) the same threads hold one connection each; a lock
+waited on past the deadline (``lock_timeout``) is the same 503, and a server that
+cannot be reached is a 503 ``DATABASE_UNAVAILABLE``: the thread drops its connection
+and the next unit of work connects afresh, so a restarted server is used again
+without restarting the appliance. Raw SQL is written with ``?`` and
+``execute_sql`` gives the driver its own parameter style.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,21 +40,17 @@ from functools import partial
 from typing import Any, Final, ParamSpec, TypeVar
 
 from peewee import Database as PeeweeDatabase
-from peewee import OperationalError
+from peewee import DatabaseError, InterfaceError, OperationalError
 
+from banatie_local.db.connection import dialect_of
 from banatie_local.db.lanes import Lane
-from banatie_local.errors import DatabaseBusyError
+from banatie_local.errors import DatabaseBusyError, DatabaseUnavailableError, ValidationError
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 QUICK_WAIT_MS: Final = 50
-
-
-def is_busy(exc: BaseException) -> bool:
-    """Whether a driver error means another connection holds the lock."""
-    text = str(exc).lower()
-    return isinstance(exc, OperationalError) and ("locked" in text or "busy" in text)
+_local = threading.local()  # per thread: whether its connection is read-only
 
 
 class Database:
@@ -54,10 +58,12 @@ class Database:
 
     def __init__(self, raw: PeeweeDatabase, busy_timeout_ms: int, read_threads: int) -> None:
         self.raw = raw
+        self.dialect = dialect_of(raw)
         self.busy_timeout_ms = busy_timeout_ms
-        self._reads = Lane(read_threads, "db-read", partial(self._open, True))
-        self._writes = Lane(1, "db-write", partial(self._open, False))
-        self._quick = Lane(1, "db-quick", partial(self._open, False))
+        close = self.raw.close
+        self._reads = Lane(read_threads, "db-read", partial(self._open, True), close)
+        self._writes = Lane(1, "db-write", partial(self._open, False), close)
+        self._quick = Lane(1, "db-quick", partial(self._open, False), close)
         self._busy_events = 0
         self._quick_busy_until = 0.0
         self._lock = threading.Lock()
@@ -68,8 +74,17 @@ class Database:
         """A transaction for synchronous code already inside the boundary (or the CLI)."""
         return self.raw.atomic()
 
+    def lock(self, key: str) -> None:
+        """Inside a write: hold ``key`` until the transaction ends, so a check and the
+        write that follows it cannot interleave with another process doing the same.
+        SQLite needs nothing (a write transaction holds the whole database);
+        PostgreSQL takes a transaction-scoped advisory lock on the key's hash."""
+        if self.dialect.postgres:
+            self.raw.execute_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+
     def execute_sql(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        return self.raw.execute_sql(sql, params)
+        """Raw SQL written with ``?`` parameters, in the driver's style."""
+        return self.raw.execute_sql(self.dialect.sql(sql), params)
 
     # ------------------------------------------------------------------ async edge
 
@@ -95,22 +110,67 @@ class Database:
     # ---------------------------------------------------------------- thread side
 
     def _open(self, read_only: bool) -> None:
+        """A thread's connection, opened when its first unit of work runs (and again
+        after a PostgreSQL connection was lost)."""
+        _local.read_only = read_only
+
+    def _connect(self) -> None:
+        if not self.raw.is_closed():
+            return
         self.raw.connect(reuse_if_open=True)
-        if read_only:
+        read_only = getattr(_local, "read_only", False)
+        if self.dialect.postgres:
+            self.raw.execute_sql(
+                f"SET default_transaction_read_only = {'on' if read_only else 'off'}"
+            )
+        elif read_only:
             self.raw.execute_sql("PRAGMA query_only = 1")
 
     def _run_read(self, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
         with self._busy_as_503():
-            return fn(*args, **kwargs)
+            try:
+                self._connect()
+                return fn(*args, **kwargs)
+            except (OperationalError, InterfaceError) as exc:
+                if not self.dialect.is_unavailable(exc):
+                    raise
+                # a connection the server dropped (a restart): a read runs again once
+                # on a new one
+                self._drop()
+                self._connect()
+                return fn(*args, **kwargs)
+
+    def _drop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.raw.close()
+
+    def _session(self, statement: str) -> None:
+        """A session setting before a write; a connection the server dropped meanwhile
+        fails here, before any work, and is replaced once."""
+        self._connect()
+        try:
+            self.raw.execute_sql(statement)
+        except (OperationalError, InterfaceError) as exc:
+            if not self.dialect.is_unavailable(exc):
+                raise
+            self._drop()
+            self._connect()
+            self.raw.execute_sql(statement)
 
     @contextmanager
     def _busy_as_503(self) -> Iterator[None]:
         try:
             yield
-        except OperationalError as exc:
-            if is_busy(exc):
+        except (OperationalError, InterfaceError, DatabaseError) as exc:
+            if self.dialect.is_busy(exc):
                 self._count_busy()
                 raise DatabaseBusyError() from exc
+            if self.dialect.is_refused_text(exc):
+                raise ValidationError("text must not contain NUL characters.") from exc
+            if self.dialect.is_unavailable(exc):
+                self._count_busy()
+                self._drop()
+                raise DatabaseUnavailableError() from exc
             raise
 
     def _run_write(self, fn: Callable[..., T], args: Any, kwargs: Any, deadline: float) -> T:
@@ -118,9 +178,13 @@ class Database:
         if remaining_ms <= 0:  # waited in the queue behind a locked database
             self._count_busy()
             raise DatabaseBusyError()
-        self.raw.execute_sql(f"PRAGMA busy_timeout = {remaining_ms}")
-        with self._busy_as_503(), self.raw.atomic():
-            return fn(*args, **kwargs)
+        with self._busy_as_503():
+            if self.dialect.postgres:
+                self._session(f"SET lock_timeout = {remaining_ms}")
+            else:
+                self._session(f"PRAGMA busy_timeout = {remaining_ms}")
+            with self.raw.atomic():
+                return fn(*args, **kwargs)
 
     def _run_quick(self, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
         """The wait starts when the job runs, so time queued behind other quick writes

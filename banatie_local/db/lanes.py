@@ -76,8 +76,13 @@ class Lane:
     """``threads`` worker threads sharing one queue; ``await lane.run(fn, *args)``."""
 
     def __init__(
-        self, threads: int, name: str, initializer: Callable[[], None] | None = None
+        self,
+        threads: int,
+        name: str,
+        initializer: Callable[[], None] | None = None,
+        finalizer: Callable[[], object] | None = None,
     ) -> None:
+        self._finalizer = finalizer
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._mailboxes: dict[asyncio.AbstractEventLoop, _Mailbox] = {}
         self._lock = threading.Lock()
@@ -117,6 +122,9 @@ class Lane:
         while True:
             job = self._queue.get()
             if job is None:
+                if self._finalizer is not None:
+                    with contextlib.suppress(Exception):
+                        self._finalizer()  # the thread's own connection, closed here
                 return
             if broken is not None:
                 job[0].post(job[1], False, broken)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from peewee import SqliteDatabase
+from peewee import Database as PeeweeDatabase
+
+from banatie_local.db.dialect import Dialect, postgres_migration
 
 log = logging.getLogger(__name__)
 
@@ -441,32 +443,47 @@ MIGRATIONS: Final[list[tuple[int, str, list[str]]]] = [
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 
 
-def current_version(db: SqliteDatabase) -> int:
+def _dialect(db: PeeweeDatabase) -> Dialect:
+    found: Dialect = getattr(db, "dialect", Dialect("sqlite"))
+    return found
+
+
+def current_version(db: PeeweeDatabase) -> int:
     db.execute_sql(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
     )
     row = db.execute_sql("SELECT MAX(version) FROM schema_migrations").fetchone()
     return int(row[0] or 0)
 
 
-def migrate(db: SqliteDatabase, now_us: int) -> list[int]:
-    """Apply every pending migration, each in its own transaction; return their versions."""
+def migrate(db: PeeweeDatabase, now_us: int) -> list[int]:
+    """Apply every pending migration, each in its own transaction; return their versions.
+
+    The migrations are written in SQLite's SQL; on PostgreSQL each statement is
+    translated (``db/dialect.py``), so both run the same numbered steps."""
+    dialect = _dialect(db)
     version = current_version(db)
     if version > LATEST_VERSION:
         raise MigrationError(
             f"the database is at schema version {version}, newer than this release "
             f"understands ({LATEST_VERSION}); upgrade banatie-local."
         )
+    created: set[str] = set()
     applied = []
     for number, name, statements in MIGRATIONS:
+        translated = (
+            postgres_migration(statements, created) if dialect.postgres else statements
+        )  # translated even when applied: a later one may refer to its tables
         if number <= version:
             continue
         with db.atomic():
-            for statement in statements:
+            for statement in translated:
                 db.execute_sql(statement)
             db.execute_sql(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                dialect.sql(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"
+                ),
                 (number, name, now_us),
             )
         log.info("applied database migration %d (%s)", number, name)

@@ -14,7 +14,6 @@ from typing import Any
 
 from peewee import (
     BigIntegerField,
-    BooleanField,
     CompositeKey,
     DatabaseProxy,
     FloatField,
@@ -26,6 +25,17 @@ from peewee import (
 )
 
 database = DatabaseProxy()
+
+
+class FlagField(IntegerField):
+    """A boolean stored as 0/1: the same column and the same raw SQL on SQLite and
+    PostgreSQL."""
+
+    def db_value(self, value: Any) -> Any:
+        return None if value is None else int(bool(value))
+
+    def python_value(self, value: Any) -> Any:
+        return None if value is None else bool(value)
 
 
 class JSONField(TextField):
@@ -61,7 +71,7 @@ class Project(BaseModel):
     organization = ForeignKeyField(Organization, column_name="organization_id", on_delete="CASCADE")
     slug = TextField()
     name = TextField()
-    allow_new_live_scopes = BooleanField(default=True)
+    allow_new_live_scopes = FlagField(default=True)
     new_live_scopes_generation_limit = IntegerField(default=30)
     created_at = BigIntegerField()
     updated_at = BigIntegerField()
@@ -82,7 +92,7 @@ class ApiKey(BaseModel):
     )
     project = ForeignKeyField(Project, column_name="project_id", null=True, on_delete="CASCADE")
     name = TextField(null=True)
-    is_active = BooleanField(default=True)
+    is_active = FlagField(default=True)
     expires_at = BigIntegerField(null=True)
     last_used_at = BigIntegerField(null=True)
     created_at = BigIntegerField()
@@ -115,7 +125,7 @@ class Generation(BaseModel):
     prompt = TextField()
     original_prompt = TextField(null=True)
     user_prompt = TextField()
-    auto_enhance = BooleanField(default=True)
+    auto_enhance = FlagField(default=True)
     enhancement_template = TextField(default="general")
     aspect_ratio = TextField()
     status = TextField()
@@ -198,7 +208,7 @@ class LiveScope(BaseModel):
     id = TextField(primary_key=True)
     project_id = TextField()
     slug = TextField()
-    allow_new_generations = BooleanField(default=True)
+    allow_new_generations = FlagField(default=True)
     new_generations_limit = IntegerField(default=30)
     meta = JSONField(default=dict)
     created_at = BigIntegerField()
@@ -217,7 +227,7 @@ class LiveCacheEntry(BaseModel):
     generation_id = TextField(null=True)
     prompt = TextField()
     aspect_ratio = TextField()
-    auto_enhance = BooleanField()
+    auto_enhance = FlagField()
     template = TextField()
     hit_count = IntegerField(default=0)
     last_hit_at = BigIntegerField(null=True)

@@ -43,11 +43,14 @@ def parse_json(raw: bytes | str, field: str) -> Any:
     return value
 
 
-_ESCAPED_SURROGATE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
+_ESCAPED_SURROGATE: Final = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
 
 
 def is_text(value: str) -> bool:
-    """Whether ``value`` is valid Unicode text (no unpaired surrogate)."""
+    """Whether ``value`` is text every database stores: no unpaired surrogate and no
+    NUL (PostgreSQL refuses NUL in text, so it is refused on SQLite alike)."""
+    if "\x00" in value:
+        return False
     if value.isascii():
         return True
     try:
@@ -59,7 +62,7 @@ def is_text(value: str) -> bool:
 
 def not_text(field: str) -> ValidationError:
     return ValidationError(
-        f"{field} must be valid Unicode text: it holds an unpaired UTF-16 surrogate.",
+        f"{field} must be valid Unicode text: it holds an unpaired UTF-16 surrogate or NUL.",
         field=field,
     )
 

@@ -195,4 +195,7 @@ class AliasService:
         """Point ``alias`` in the flow's map at ``image_id`` (replacing any entry)."""
         FlowAlias.insert(
             flow_id=flow_id, alias_name=alias, image_id=image_id, created_at=self.clock.now_us()
-        ).on_conflict_replace().execute()
+        ).on_conflict(
+            conflict_target=[FlowAlias.flow_id, FlowAlias.alias_name],
+            preserve=[FlowAlias.image_id, FlowAlias.created_at],
+        ).execute()

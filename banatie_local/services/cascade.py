@@ -53,10 +53,12 @@ class Cascade:
 
     def delete_generation_rows(self, generations: list[Generation]) -> list[str]:
         """Delete generation rows and their unaliased output images; return file keys."""
-        outputs = [g.output_image_id for g in generations if g.output_image_id]
-        doomed = Image.select().where(Image.id.in_(outputs) & Image.alias_name.is_null())
-        keys = self.delete_image_rows(list(doomed))
+        # the rows as they are now: a run may have stored its output since they were read
         ids = [g.id for g in generations]
+        outputs = [g.output_image_id for g in generations if g.output_image_id]
+        made = Image.id.in_(outputs) | Image.generation_id.in_(ids)
+        doomed = Image.select().where(made & Image.alias_name.is_null())
+        keys = self.delete_image_rows(list(doomed))
         if ids:
             Generation.delete().where(Generation.id.in_(ids)).execute()
         return keys
@@ -103,9 +105,10 @@ class Cascade:
                 await self.db.write(self._record_orphan, key, str(exc)[:500])
 
     def _record_orphan(self, key: str, error: str) -> None:
-        OrphanFile.insert(
-            storage_key=key, error=error, created_at=self.clock.now_us()
-        ).on_conflict_replace().execute()
+        OrphanFile.insert(storage_key=key, error=error, created_at=self.clock.now_us()).on_conflict(
+            conflict_target=[OrphanFile.storage_key],
+            preserve=[OrphanFile.error, OrphanFile.created_at],
+        ).execute()
 
     # ---------------------------------------------------------------- whole deletes
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from banatie_local.clock import Clock
 from banatie_local.config import ConfigError, Settings
 from banatie_local.db.boundary import Database
-from banatie_local.db.connection import open_database
+from banatie_local.db.connection import open_database, upgrade_database
 from banatie_local.providers import ImageProvider, create_provider
 from banatie_local.services.aliases import AliasService
 from banatie_local.services.cascade import Cascade
@@ -60,6 +60,15 @@ class Services:
         self.db.close()
 
 
+def upgrade_schema(settings: Settings) -> list[int]:
+    """Apply the pending migrations to the configured database; their numbers."""
+    raw, applied = upgrade_database(
+        settings.database_path, Clock(), settings.database.busy_timeout_ms, settings.database.url
+    )
+    raw.close()
+    return applied
+
+
 def open_services(settings: Settings, provider: ImageProvider | None = None) -> Services:
     """Open the database (migrating it), the storage and the provider that
     ``settings`` name (``provider`` replaces the configured one)."""
@@ -72,7 +81,7 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
             f"the data directory {settings.data_dir} cannot be created: {exc.strerror or exc}."
         ) from exc
     busy_ms = settings.database.busy_timeout_ms
-    raw = open_database(settings.database_path, clock, busy_ms)
+    raw = open_database(settings.database_path, clock, busy_ms, settings.database.url)
     db = Database(raw, busy_ms, settings.database.read_threads)
     owner = owner_id()
     projects = ProjectService(db, clock)
@@ -102,7 +111,10 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
         counter=HitCounter(db),
         owner=owner,
     )
-    feed = ChangeFeed(db, cache, keys, live)
+    # PostgreSQL commits ids out of order: read back what a transaction as long as
+    # the busy timeout could still commit
+    lookback = (busy_ms + 5000) * 1000 if db.dialect.postgres else 0
+    feed = ChangeFeed(db, cache, keys, live, lookback)
     return Services(
         settings=settings,
         clock=clock,

@@ -40,39 +40,70 @@ _BATCH: Final = 1000
 
 @dataclass
 class ChangeFeed:
+    """What other processes changed, read from ``change_log`` every poll.
+
+    Triggers write the log in the writing transaction. On SQLite writes are serial,
+    so ids commit in order and "every id above the last seen" is exact. On
+    PostgreSQL a transaction may commit a smaller id after a larger one was read, so
+    each poll also reads back the last ``LOOKBACK_US`` of the log and applies every
+    row not applied yet (evictions are idempotent; the applied ids are remembered
+    for as long as they can come back)."""
+
     db: Database
     cache: ImageCache
     keys: KeyService
     live: LiveService
+    lookback_us: int = 0  # 0 on SQLite
     last: int = 0
+    _seen: dict[int, int] = field(default_factory=dict)  # id → created_at (PostgreSQL)
 
     async def start(self) -> None:
         self.last = await self.db.read(self._latest)
 
     async def poll(self) -> int:
         """Apply the changes since the last poll; return how many."""
-        rows = await self.db.read(self._since, self.last)
+        now = int(time.time() * 1_000_000)
+        rows = await self.db.read(self._since, self.last, now - self.lookback_us)
         if len(rows) >= _BATCH:  # too many to go one by one: start afresh
             self.cache.clear()
             self.live.known_keys.clear()
             self.keys.forget()
             self.last = await self.db.read(self._latest)
+            self._seen.clear()
             return len(rows)
-        for change_id, kind, ref in rows:
+        applied = 0
+        for change_id, kind, ref, created_at in rows:
+            if change_id in self._seen:
+                continue
             self.apply(kind, ref)
-            self.last = change_id
-        return len(rows)
+            applied += 1
+            self.last = max(self.last, change_id)
+            if self.lookback_us:
+                self._seen[change_id] = created_at
+        if self._seen:
+            horizon = now - 2 * self.lookback_us
+            for change_id in [i for i, at in self._seen.items() if at < horizon]:
+                del self._seen[change_id]
+        return applied
 
     def _latest(self) -> int:
         row = self.db.execute_sql("SELECT COALESCE(MAX(id), 0) FROM change_log").fetchone()
         return int(row[0])
 
-    def _since(self, last: int) -> list[tuple[int, str, str]]:
-        cursor = self.db.execute_sql(
-            "SELECT id, kind, ref FROM change_log WHERE id > ? ORDER BY id LIMIT ?",
-            (last, _BATCH),
-        )
-        return [(int(r[0]), str(r[1]), str(r[2])) for r in cursor.fetchall()]
+    def _since(self, last: int, recent: int) -> list[tuple[int, str, str, int]]:
+        if self.lookback_us:
+            query = (
+                "SELECT id, kind, ref, created_at FROM change_log"
+                " WHERE id > ? OR created_at > ? ORDER BY id LIMIT ?"
+            )
+            params: tuple[int, ...] = (last, recent, _BATCH)
+        else:
+            query = (
+                "SELECT id, kind, ref, created_at FROM change_log WHERE id > ? ORDER BY id LIMIT ?"
+            )
+            params = (last, _BATCH)
+        cursor = self.db.execute_sql(query, params)
+        return [(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in cursor.fetchall()]
 
     def apply(self, kind: str, ref: str) -> None:
         if kind == "image":

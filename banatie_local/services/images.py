@@ -14,7 +14,7 @@ from banatie_local.config import Settings
 from banatie_local.db.boundary import Database
 from banatie_local.db.models import FlowCount, Image, ProjectCount
 from banatie_local.errors import NotFoundError, PayloadTooLargeError, ValidationError
-from banatie_local.services.aliases import AliasService, check_alias
+from banatie_local.services.aliases import ALIAS_RE, AliasService, check_alias
 from banatie_local.services.cascade import Cascade
 from banatie_local.services.context import Context
 from banatie_local.services.flows import ABSENT, FlowChoice, FlowService, choose_flow
@@ -222,7 +222,7 @@ class ImageService:
         """``(id, mimeType, fileHash, storageKey)`` of a public image, by one raw query.
 
         ``ref`` is an image id or a project alias; anything else finds nothing."""
-        if ref.startswith("@"):
+        if ALIAS_RE.fullmatch(ref):
             query, value = _PUBLIC_BY_ALIAS, ref
         elif is_uuid(ref):
             query, value = _PUBLIC_BY_ID, ref.lower()

@@ -107,6 +107,7 @@ class LiveClaims:
     ) -> Admission:
         """One write transaction: wait for a live claim, or — the IP limit, the scope
         rules, then count the IP and take the claim."""
+        self.db.lock(f"claim:{key}")  # one admission per key at a time, across instances
         claim = self.db.execute_sql(_CLAIM_LOOKUP, (key,)).fetchone()
         if claim is not None and claim[1] is None and _held(claim[0], claim[2], now):
             return Admission(waiting_on=claim[0])
@@ -128,8 +129,10 @@ class LiveClaims:
             rate = self.limiter.admit_now(f"ip:{client}", limit, now / 1e6)
         holder = f"{self.owner}:{uuid.uuid4().hex[:8]}"
         self.db.execute_sql(
-            "INSERT OR REPLACE INTO live_claims (cache_key, scope_id, holder, error, expires_at)"
-            " VALUES (?, ?, ?, NULL, ?)",
+            "INSERT INTO live_claims (cache_key, scope_id, holder, error, expires_at)"
+            " VALUES (?, ?, ?, NULL, ?) ON CONFLICT (cache_key) DO UPDATE SET"
+            " scope_id = excluded.scope_id, holder = excluded.holder, error = NULL,"
+            " expires_at = excluded.expires_at",
             (key, scope.id, holder, now + self.claim_lease_us),
         )
         return Admission(ctx, scope, rate, holder)
@@ -277,7 +280,14 @@ class LiveClaims:
             image_id=image_id, generation_id=generation_id, prompt=params.prompt,
             aspect_ratio=params.aspect_ratio, auto_enhance=params.auto_enhance,
             template=params.template, hit_count=0, created_at=now, updated_at=now,
-        ).on_conflict_replace().execute()  # fmt: skip
+        ).on_conflict(
+            conflict_target=[LiveCacheEntry.cache_key],
+            preserve=[LiveCacheEntry.project_id, LiveCacheEntry.scope_id, LiveCacheEntry.image_id,
+                      LiveCacheEntry.generation_id, LiveCacheEntry.prompt,
+                      LiveCacheEntry.aspect_ratio, LiveCacheEntry.auto_enhance,
+                      LiveCacheEntry.template, LiveCacheEntry.hit_count,
+                      LiveCacheEntry.created_at, LiveCacheEntry.updated_at],
+        ).execute()  # fmt: skip
         self.db.execute_sql(
             "DELETE FROM live_claims WHERE cache_key = ? AND holder = ?", (key, holder)
         )

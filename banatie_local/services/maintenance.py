@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from peewee import fn
+from peewee import SQL, fn
 
 from banatie_local.db.boundary import Database
 from banatie_local.db.models import (
@@ -101,7 +101,11 @@ class Maintenance:
 
     def stats(self) -> dict[str, Any]:
         """Counts by type, status and provider; bytes stored; cache entries and hits."""
-        provider = fn.json_extract(Generation.meta, "$.provider")
+        provider = (
+            SQL("(meta::json ->> 'provider')")
+            if self.db.dialect.postgres
+            else fn.json_extract(Generation.meta, "$.provider")
+        )
         return {
             "organizations": Organization.select().count(),
             "projects": Project.select().count(),

@@ -91,6 +91,7 @@ class SharedLimiter:
 
     def admit_now(self, bucket: str, limit: int, now: float) -> Decision:
         """Count one event if there is room; run inside a write transaction."""
+        self.db.lock(f"rate:{bucket}")  # the count and the insert are one step everywhere
         self.db.execute_sql(
             "DELETE FROM rate_events WHERE bucket = ? AND at <= ?",
             (bucket, int((now - self.window) * _US)),

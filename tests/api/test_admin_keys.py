@@ -11,6 +11,8 @@ from tests.api.test_errors import assert_error
 from tests.conftest import Running
 from tests.helpers import sqlite
 
+pytestmark = pytest.mark.both_databases
+
 KEY_RE = re.compile(r"^bnt_[0-9a-f]{64}$")
 ISO_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

@@ -10,6 +10,8 @@ from tests.api.test_errors import assert_error
 from tests.conftest import Running
 from tests.helpers import eventually, sqlite
 
+pytestmark = pytest.mark.both_databases
+
 
 def test_project_key_opens_v1(app: Running) -> None:
     response = app.project("GET", "/api/v1/project")

@@ -18,6 +18,8 @@ from tests.api.test_errors import assert_error
 from tests.conftest import Running
 from tests.helpers import sqlite
 
+pytestmark = pytest.mark.both_databases
+
 CDN = "/cdn/default/default/img"
 YEAR = "public, max-age=31536000"
 

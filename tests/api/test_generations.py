@@ -25,6 +25,8 @@ from tests.fakes.gemini import Answer, FakeGemini
 from tests.helpers import sqlite
 from tests.imagedata import jpeg_bytes, png_bytes
 
+pytestmark = pytest.mark.both_databases
+
 GENERATIONS = "/api/v1/generations"
 UPLOAD = "/api/v1/images/upload"
 ISO_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

@@ -33,6 +33,8 @@ from tests.imagedata import (
     webp_bytes,
 )
 
+pytestmark = pytest.mark.both_databases
+
 UPLOAD = "/api/v1/images/upload"
 IMAGES = "/api/v1/images"
 MB = 1024 * 1024

@@ -14,6 +14,8 @@ from tests.fakes.gemini import Answer, FakeGemini
 from tests.helpers import sqlite
 from tests.imagedata import gif_bytes, jpeg_bytes, png_bytes, webp_bytes
 
+pytestmark = pytest.mark.both_databases
+
 IMAGES = "/api/images/default/default"
 RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 

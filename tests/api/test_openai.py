@@ -19,6 +19,8 @@ from tests.conftest import Running, on_fake_gemini
 from tests.fakes.gemini import Answer, FakeGemini
 from tests.imagedata import jpeg_bytes, png_bytes
 
+pytestmark = pytest.mark.both_databases
+
 SIZES = ["256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "1792x1024", "1024x1792"]
 RATE = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
         "x-ratelimit-reset-requests")  # fmt: skip

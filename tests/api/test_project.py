@@ -8,6 +8,8 @@ from tests.api.test_errors import assert_error
 from tests.conftest import Running
 from tests.helpers import sqlite
 
+pytestmark = pytest.mark.both_databases
+
 
 def test_get_project_defaults(app: Running) -> None:
     data = app.project("GET", "/api/v1/project").json()["data"]

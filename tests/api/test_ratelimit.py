@@ -5,8 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pytest
+
 from tests.api.test_errors import assert_error
 from tests.conftest import Running
+
+pytestmark = pytest.mark.both_databases
 
 
 def test_every_v1_response_carries_the_headers(start_server: Callable[..., Running]) -> None:

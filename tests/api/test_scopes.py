@@ -4,7 +4,6 @@ and the ``scopes`` and ``purge cache`` commands (§9)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import uuid
@@ -15,9 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from banatie_local.cli import cli
 from banatie_local.http import create_app
 from banatie_local.services.container import open_services
 from tests.api.test_errors import assert_error
@@ -33,6 +31,8 @@ from tests.api.test_live import (
 )
 from tests.conftest import Running
 from tests.helpers import LiveServer, sqlite
+
+pytestmark = pytest.mark.both_databases
 
 SCOPES = "/api/v1/live/scopes"
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -495,21 +495,6 @@ def test_project_settings_drive_scope_auto_creation(app: Running) -> None:
 # -------------------------------------------------------------------------- CLI
 
 
-@pytest.fixture
-def run_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Result]:
-    """Run the CLI in-process with no host settings; returns the Click result."""
-    for name in list(os.environ):
-        if name.startswith("BANATIE_") or name == "GEMINI_API_KEY":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-
-    def run(*args: str) -> Result:
-        return runner.invoke(cli, list(args), prog_name="banatie-local")
-
-    return run
-
-
 def as_json(result: Result) -> Any:
     assert result.exit_code == 0, (result.output, result.exception)
     return json.loads(result.stdout)
@@ -574,13 +559,15 @@ def test_cli_scopes_commands(run_cli: Callable[..., Result], tmp_path: Path) -> 
 
 
 def test_cli_purge_cache_and_scope_delete(
-    run_cli: Callable[..., Result], start_server: Start
+    run_cli: Callable[..., Result], start_server: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``purge cache --scope`` drops that scope's entries and unaliased images and keeps
     the scope; ``scopes delete`` does the same and removes the scope. A server started
     afterwards generates those prompts again."""
     provider = FakeProvider()
     app = start_server(provider=provider)
+    if app.settings.database.url:  # the CLI opens the same database
+        monkeypatch.setenv("BANATIE_DATABASE_URL", app.settings.database.url)
     data = str(app.settings.data_dir)
     purged_ids = [live(app, p, scope="s1").headers["x-image-id"] for p in ("a", "b", "c")]
     s2_ids = [live(app, p, scope="s2").headers["x-image-id"] for p in ("a", "b")]

@@ -880,6 +880,9 @@ def test_every_expected_command_exists() -> None:
         ("purge", "cache"),
         ("purge", "orphans"),
         ("stats",),
+        ("db",),
+        ("db", "upgrade"),
+        ("db", "copy"),
     }
 
 

@@ -616,4 +616,4 @@ def test_commands_whose_help_has_no_safety_note() -> None:
         for path in ALL_PATHS
         if not any(word in description(path).lower() for word in SAFETY_WORDS)
     }
-    assert silent == {(), ("keys",), ("projects",), ("scopes",)}
+    assert silent == {(), ("keys",), ("projects",), ("scopes",), ("db",)}

@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -28,7 +27,14 @@ import httpx
 import pytest
 
 from tests.fakes.gemini import Answer, FakeGemini
-from tests.helpers import eventually, free_port
+from tests.helpers import (
+    assert_exact_budget,
+    assert_one_generation,
+    eventually,
+    free_port,
+    parallel,
+    wait_until_serving,
+)
 from tests.imagedata import png_bytes
 
 pytestmark = pytest.mark.slow
@@ -117,16 +123,7 @@ hit_flush_seconds = 0.5
     )  # fmt: skip
     cluster = Cluster(f"http://127.0.0.1:{port}", root / "data", master, gemini, proc)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                if cluster.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "serve --workers 2 did not start"
-            time.sleep(0.1)
+        wait_until_serving(proc, cluster.url)
         yield cluster
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -136,11 +133,6 @@ hit_flush_seconds = 0.5
             proc.kill()
             proc.communicate()
         gemini.stop()
-
-
-def parallel(count: int, call: object) -> list[httpx.Response]:
-    with ThreadPoolExecutor(8) as pool:
-        return list(pool.map(call, range(count)))  # type: ignore[arg-type]
 
 
 def test_health_reports_the_workers(cluster: Cluster) -> None:
@@ -154,9 +146,7 @@ def test_a_key_limit_admits_exactly_its_budget(cluster: Cluster) -> None:
     responses = parallel(
         REQUESTS, lambda _: cluster.get("/api/v1/images", headers={"X-API-Key": key})
     )
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses.count(200) == KEY_LIMIT, statuses
-    assert statuses.count(429) == REQUESTS - KEY_LIMIT, statuses
+    assert_exact_budget(responses, KEY_LIMIT)
     remaining = sorted(int(r.headers["x-ratelimit-remaining"]) for r in responses)
     assert remaining[-1] == KEY_LIMIT - 1  # every slot was handed out once
 
@@ -179,10 +169,7 @@ def test_identical_misses_on_both_workers_make_one_generation(cluster: Cluster) 
     responses = parallel(
         20, lambda i: cluster.get(url, headers={"X-Forwarded-For": f"203.0.113.{i + 1}"})
     )
-    assert [r.status_code for r in responses] == [200] * 20, [r.text for r in responses]
-    assert len({r.content for r in responses}) == 1
-    assert sorted(r.headers["x-cache-status"] for r in responses).count("MISS") == 1
-    assert len(cluster.gemini.image_requests()) - before == 1
+    assert_one_generation(responses, len(cluster.gemini.image_requests()) - before)
     entries = cluster.sql("SELECT COUNT(*) FROM live_cache_entries e JOIN live_scopes s"
                           " ON s.id = e.scope_id WHERE s.slug = 'flight'")  # fmt: skip
     assert entries == [(1,)]
