@@ -71,6 +71,7 @@ class ServerSettings:
         maximum=3600,
     )
     access_log: bool = setting(False, "Log one line per request")
+    metrics: bool = setting(False, "Serve GET /metrics (Prometheus text format)")
     workers: int = setting(
         1,
         "Worker processes serving one port; they share limits and caches through the database",
@@ -109,6 +110,9 @@ class GenerationSettings:
     gemini_api_key: str = setting("", "Gemini API key; also read from GEMINI_API_KEY", secret=True)
     gemini_base_url: str = setting("", "Override the Gemini endpoint (proxies, tests)")
     image_model: str = setting("gemini-2.5-flash-image", "Gemini model that draws images")
+    gemini_price_per_image: float = setting(
+        0.039, "Estimated USD per Gemini image, for /metrics and stats", minimum=0, maximum=100
+    )
     text_model: str = setting("gemini-2.5-flash", "Gemini model that enhances prompts")
     timeout_seconds: float = setting(
         120.0, "Seconds allowed for one provider call", minimum=1, maximum=3600

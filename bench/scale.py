@@ -22,6 +22,11 @@ Every list's ``pagination.total`` (and the flow and scope counts) is checked aga
 what was seeded, so a faster query that counts wrong fails the run.
 
     python bench/scale.py [--requests 200] [--rounds 4] [--large 100000]
+        [--postgres postgresql://user@host:5432]
+
+With ``--postgres`` both scales run on PostgreSQL: each seeded SQLite database is
+moved into a new database on that server with ``db copy`` (the counts kept by
+triggers are rebuilt there), and the servers run with ``database.url``.
 """
 
 from __future__ import annotations
@@ -68,13 +73,35 @@ class NoProvider:
         raise RuntimeError("the scale benchmark enhances nothing")
 
 
-def _settings(data_dir: str, port: int = 3000) -> Any:
+def _settings(data_dir: str, port: int = 3000, url: str = "") -> Any:
     from banatie_local.config import load_settings
 
     return load_settings(
         data_dir=data_dir,
-        overrides={"server.port": port, "limits.requests_per_hour": 0, "log.level": "warning"},
+        overrides={
+            "server.port": port,
+            "limits.requests_per_hour": 0,
+            "log.level": "warning",
+            "database.url": url,
+        },
     )
+
+
+def to_postgres(data_dir: str, server: str, label: str) -> str:
+    """Move a seeded data directory's database into a new PostgreSQL database."""
+    import uuid
+
+    import psycopg
+
+    from banatie_local.services import dbcopy
+
+    name = f"scale_{label}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    url = f"{server}/{name}"
+    with dbcopy.opened(_settings(data_dir), url) as (source, target):
+        dbcopy.copy_database(source, target, url, 5000)
+    return url
 
 
 # --------------------------------------------------------------------------- seed
@@ -363,12 +390,12 @@ def seed(data_dir: str, n_images: int, n_generations: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- serve
 
 
-def serve(port: int, data_dir: str) -> None:
+def serve(port: int, data_dir: str, url: str = "") -> None:
     """Child process: the real app on a seeded data directory."""
     from banatie_local.http import create_app
     from banatie_local.services.container import open_services
 
-    settings = _settings(data_dir, port)
+    settings = _settings(data_dir, port, url)
     services = open_services(settings, provider=NoProvider())  # type: ignore[arg-type]
     print("ready", flush=True)
     create_app(settings, services).run(
@@ -477,13 +504,14 @@ class Server:
     label: str
     data_dir: str
     seeded: dict[str, Any]
+    url: str = ""
     child: subprocess.Popen[str] | None = None
     client: httpx.Client | None = None
 
     def start(self) -> None:
         port = free_port()
         self.child = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(port), self.data_dir],
+            [sys.executable, __file__, "--serve", str(port), self.data_dir, self.url],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -560,10 +588,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="alternations between scales")
     parser.add_argument("--small", type=int, default=1_000, help="images at the small scale")
     parser.add_argument("--large", type=int, default=100_000, help="images at the large scale")
-    parser.add_argument("--serve", nargs=2, metavar=("PORT", "DATA_DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--postgres", default="", help="run on this PostgreSQL server")
+    parser.add_argument("--serve", nargs=3, metavar=("PORT", "DATA_DIR", "URL"),
+                        help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args()
     if args.serve:
-        serve(int(args.serve[0]), args.serve[1])
+        serve(int(args.serve[0]), args.serve[1], args.serve[2])
         return
     started = time.perf_counter()
     servers: list[Server] = []
@@ -582,7 +612,12 @@ def main() -> None:
                 f"{seeded['scope_entries']} entries",
                 flush=True,
             )
-            servers.append(Server(label, data_dir, seeded))
+            url = ""
+            if args.postgres:
+                began = time.perf_counter()
+                url = to_postgres(data_dir, args.postgres.rstrip("/"), label)
+                print(f"  moved to PostgreSQL in {time.perf_counter() - began:.1f} s", flush=True)
+            servers.append(Server(label, data_dir, seeded, url))
         try:
             for server in servers:
                 server.start()

@@ -11,13 +11,14 @@ import asyncio
 import itertools
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 from sanic import Blueprint, Sanic
 from sanic.exceptions import RequestTimeout
 from sanic.request import Request
-from sanic.response import HTTPResponse
+from sanic.response import BaseHTTPResponse, HTTPResponse
 
 from banatie_local.config import Network, Settings
 from banatie_local.http import accesslog, errors
@@ -39,6 +40,7 @@ from banatie_local.http.routes import (
     project,
     scopes,
 )
+from banatie_local.metrics import Metrics
 from banatie_local.services.container import Services, open_services
 
 Handler = Callable[..., Coroutine[Any, Any, HTTPResponse | None]]
@@ -49,6 +51,7 @@ ROUTES: Final[list[tuple[str, str, str, Handler]]] = [
     # access,  method,  path,                          handler
     ("public", "GET", "/health", health.health),
     ("public", "GET", "/api/info", health.info),
+    ("public", "GET", "/metrics", health.metrics),
     ("public", "GET", "/api/v1/openapi.json", docs.openapi_document),
     ("public", "GET", "/docs", docs.docs_page),
     ("public", "GET", "/docs/<asset:str>", docs.docs_asset),
@@ -170,6 +173,26 @@ def _add_routes(app: Sanic[Any, Any]) -> None:
         app.blueprint(bp)
 
 
+def _count_requests(app: Sanic[Any, Any], metrics: Metrics) -> None:
+    """Requests by route template and status, their latency, live-URL answers."""
+
+    async def _started(request: Request) -> None:
+        request.ctx.started = time.perf_counter()
+
+    async def _counted(request: Request, response: BaseHTTPResponse) -> None:
+        route = "/" + request.route.path.lstrip("/") if request.route else "unmatched"
+        metrics.requests.labels(request.method, route, str(response.status)).inc()
+        started = getattr(request.ctx, "started", None)
+        if started is not None:
+            metrics.latency.labels(route).observe(time.perf_counter() - started)
+        live = getattr(request.ctx, "live", None)
+        if live is not None:
+            metrics.live.labels(live).inc()
+
+    app.register_middleware(_started, "request", priority=1000)
+    app.register_middleware(_counted, "response", priority=-1000)
+
+
 class TimedRequest(Request):
     """A request whose body must arrive within ``body_timeout`` seconds.
 
@@ -221,6 +244,8 @@ def create_app(
     app.ctx.openapi_text = docs.document_text(build_document(ROUTES))
     errors.install(app)
     _add_routes(app)
+    if services.metrics is not None:
+        _count_requests(app, services.metrics)
 
     @app.before_server_start
     async def _recover(app: Sanic[Any, Any]) -> None:

@@ -56,6 +56,9 @@ def render(request: Request, exc: Exception) -> HTTPResponse:
         return error(exc.status, exc.code, exc.message, exc.details, headers, style)
     if isinstance(exc, StorageError):
         log.error("storage failure on %s %s: %s", request.method, request.path, exc)
+        metrics = request.app.ctx.services.metrics
+        if metrics is not None:
+            metrics.storage_errors.inc()
         message = "the storage backend is not reachable now."
         return error(503, "STORAGE_UNAVAILABLE", message, style=style)
     if isinstance(exc, SanicException) and exc.status_code < 500:

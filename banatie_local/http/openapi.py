@@ -77,6 +77,7 @@ V1 = (400, 401, 403, 429)
 OPERATIONS: Final[dict[tuple[str, str], Op]] = {
     ("GET", "/health"): Op("system", raw="Health", extra_ok=(503,)),
     ("GET", "/api/info"): Op("system", returns="Info"),
+    ("GET", "/metrics"): Op("system", content="text/plain", errors=(404,)),
     ("GET", "/api/v1/openapi.json"): Op("system", raw="OpenApi"),
     ("GET", "/docs"): Op("system", content="text/html"),
     ("GET", "/docs/<asset:str>"): Op("system", content="application/octet-stream", errors=(404,)),

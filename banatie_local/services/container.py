@@ -9,6 +9,7 @@ from banatie_local.clock import Clock
 from banatie_local.config import ConfigError, Settings
 from banatie_local.db.boundary import Database
 from banatie_local.db.connection import open_database, upgrade_database
+from banatie_local.metrics import Metrics
 from banatie_local.providers import ImageProvider, create_provider
 from banatie_local.services.aliases import AliasService
 from banatie_local.services.cascade import Cascade
@@ -53,6 +54,7 @@ class Services:
     maintenance: Maintenance
     housekeeper: Housekeeper
     owner: str
+    metrics: Metrics | None
     started_at: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)  # /v1/models "created"
 
@@ -92,9 +94,15 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
     cascade = Cascade(db, clock, storage, cache)
     flows = FlowService(db, clock, aliases, cascade)
     provider = provider or create_provider(settings)
+    metrics = None
+    if settings.server.metrics:
+        metrics = Metrics({"gemini": settings.generation.gemini_price_per_image})
     generations = GenerationService(
-        db, clock, settings, storage, aliases, flows, cascade, provider, owner=owner
-    )
+        db, clock, settings, storage, aliases, flows, cascade, provider, owner=owner,
+        metrics=metrics,
+    )  # fmt: skip
+    if metrics is not None:
+        metrics.watch(lambda: db.busy_events, lambda: len(generations.runner.running))
     scopes = ScopeService(db, clock, cascade)
     images = ImageService(db, clock, settings, storage, cache, aliases, flows, cascade)
     names = PublishedNames(db, cache)
@@ -134,11 +142,14 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
         openai=OpenAiImages(db, storage, images, generations),
         scopes=scopes,
         live=live,
-        maintenance=Maintenance(db, storage, cascade),
+        maintenance=Maintenance(
+            db, storage, cascade, {"gemini": settings.generation.gemini_price_per_image}
+        ),
         housekeeper=Housekeeper(
             db, clock, settings.live.hit_flush_seconds, feed, live, generations, limiter
         ),
         owner=owner,
+        metrics=metrics,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any, Final
 from banatie_local.clock import Clock
 from banatie_local.db.boundary import Database
 from banatie_local.db.models import Generation, GenerationReference, Image
+from banatie_local.metrics import Metrics
 from banatie_local.providers import ImageProvider, ProviderError, ReferenceImage
 from banatie_local.providers.base import measure
 from banatie_local.services.context import Context
@@ -64,6 +65,7 @@ class GenerationRunner:
     store: GenerationStore
     owner: str  # this process, as lease holder
     running: set[str] = field(default_factory=set)
+    metrics: Metrics | None = None
 
     async def run(
         self, ctx: Context, generation_id: str, begun: Started | None = None
@@ -107,7 +109,12 @@ class GenerationRunner:
             if enhancement_error:
                 meta["enhancementError"] = enhancement_error
             references = await self._reference_bytes(reference_rows)
-            result = await self.provider.generate(prompt, generation.aspect_ratio, references)
+            try:
+                result = await self.provider.generate(prompt, generation.aspect_ratio, references)
+            except ProviderError:
+                self._count_call(False)
+                raise
+            self._count_call(True, result.model)
             delivery = Delivery.from_meta(generation.meta)
             if delivery is not None and delivery.needed(result):
                 result = await asyncio.to_thread(deliver, result, delivery)
@@ -162,6 +169,12 @@ class GenerationRunner:
             except FileNotFoundError:
                 log.warning("reference image file %s is missing; skipped", row.storage_key)
         return found
+
+    def _count_call(self, ok: bool, model: str | None = None) -> None:
+        if self.metrics is not None:
+            name = self.provider.name
+            model = model or getattr(self.provider, "image_model", None) or name
+            self.metrics.provider_call(name, model, ok)
 
     def set(self, generation: Generation, **values: Any) -> None:
         """Update the row and the object (inside a write)."""

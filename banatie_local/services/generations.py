@@ -20,6 +20,7 @@ from banatie_local.config import Settings
 from banatie_local.db.boundary import Database
 from banatie_local.db.models import Generation, GenerationReference, Image
 from banatie_local.errors import ValidationError
+from banatie_local.metrics import Metrics
 from banatie_local.providers import ImageProvider
 from banatie_local.services import generation_queries as queries
 from banatie_local.services.aliases import AliasService, Reference
@@ -76,6 +77,7 @@ class GenerationService:
     cascade: Cascade
     provider: ImageProvider
     owner: str = field(default_factory=owner_id)  # this process, as lease holder
+    metrics: Metrics | None = None
     _tasks: set[asyncio.Task[Generation]] = field(default_factory=set, init=False)
     store: GenerationStore = field(init=False)
     runner: GenerationRunner = field(init=False)
@@ -85,8 +87,9 @@ class GenerationService:
             self.db, self.clock, self.storage, self.aliases, self.flows, self.cascade
         )
         self.runner = GenerationRunner(
-            self.db, self.clock, self.storage, self.provider, self.store, self.owner
-        )
+            self.db, self.clock, self.storage, self.provider, self.store, self.owner,
+            metrics=self.metrics,
+        )  # fmt: skip
 
     # ----------------------------------------------------------------- create
 

@@ -147,7 +147,7 @@ class LiveService:
     def _as_hit(self, key: str, outcome: Outcome) -> LiveResult:
         if outcome.entry is None:
             raise outcome.error or generation_failed(None)
-        return LiveResult(outcome.entry, "HIT", self.counter.hit(key))
+        return LiveResult(outcome.entry, "HIT", self.counter.hit(key), joined=True)
 
     @property
     def claim_lease_us(self) -> int:

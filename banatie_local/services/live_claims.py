@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from banatie_local.clock import Clock
@@ -201,7 +201,7 @@ class LiveClaims:
             await asyncio.sleep(_CLAIM_POLL_SECONDS)
             stored = await self.stored.read(key)
             if stored is not None:
-                return stored
+                return replace(stored, joined=True)
             claim = await self.db.read(self._claim_row, key)
             if claim is None or claim[0] != holder:
                 return None

@@ -37,6 +37,7 @@ class LiveResult:
     hit_count: int
     generation_id: str | None = None
     rate: Decision | None = None
+    joined: bool = False  # answered by a generation another request started
 
 
 class HitCounter:

@@ -48,7 +48,14 @@ class OrphanReport:
 
 
 class Maintenance:
-    def __init__(self, db: Database, storage: Storage, cascade: Cascade) -> None:
+    def __init__(
+        self,
+        db: Database,
+        storage: Storage,
+        cascade: Cascade,
+        prices: dict[str, float] | None = None,
+    ) -> None:
+        self.prices = prices or {}  # estimated USD per image, by provider
         self.db = db
         self.storage = storage
         self.cascade = cascade
@@ -99,6 +106,16 @@ class Maintenance:
         self.cascade.delete_image_rows(list(Image.select().where(Image.id.in_(image_ids))))
         OrphanFile.delete().where(OrphanFile.storage_key.in_(keys)).execute()
 
+    def _spend(self, provider: Any) -> dict[str, Any]:
+        """Estimated provider spend: successful generations by provider x price per
+        image (the figure /metrics adds up as images are made)."""
+        made = _count_by(
+            Generation.select(provider, fn.COUNT(Generation.id))
+            .where(Generation.status == "success")
+            .group_by(provider)
+        )
+        return _priced(made, self.prices)
+
     def stats(self) -> dict[str, Any]:
         """Counts by type, status and provider; bytes stored; cache entries and hits."""
         provider = (
@@ -121,6 +138,7 @@ class Maintenance:
                     Generation.select(provider, fn.COUNT(Generation.id)).group_by(provider)
                 ),
             },
+            "estimatedSpendUsd": self._spend(provider),
             "flows": Flow.select().count(),
             "liveScopes": LiveScope.select().count(),
             "liveCacheEntries": LiveCacheEntry.select().count(),
@@ -129,6 +147,11 @@ class Maintenance:
             ),
             "orphanFilesRecorded": OrphanFile.select().count(),
         }
+
+
+def _priced(counts: dict[str, int], prices: dict[str, float]) -> dict[str, Any]:
+    by_provider = {name: round(n * prices.get(name, 0.0), 4) for name, n in counts.items()}
+    return {"byProvider": by_provider, "total": round(sum(by_provider.values()), 4)}
 
 
 def _image_keys() -> dict[str, str]:

@@ -454,6 +454,8 @@ def populated(
             "byStatus": {"success": 3, "failed": 1},
             "byProvider": {"offline": 3, "gemini": 1},
         },
+        # the gemini generation failed; offline images cost nothing
+        "estimatedSpendUsd": {"byProvider": {"offline": 0.0}, "total": 0.0},
         "flows": 1,
         "liveScopes": 1,
         "liveCacheEntries": 1,
@@ -514,6 +516,7 @@ def test_stats_on_a_fresh_data_directory(run: Run) -> None:
         "images": {},
         "bytesStored": 0,
         "generations": {"byStatus": {}, "byProvider": {}},
+        "estimatedSpendUsd": {"byProvider": {}, "total": 0},
         "flows": 0,
         "liveScopes": 0,
         "liveCacheEntries": 0,

@@ -1,7 +1,8 @@
-"""Probes and facts about this appliance: ``/health`` and ``/api/info``."""
+"""Probes and facts about this appliance: ``/health``, ``/api/info`` and ``/metrics``."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from sanic.request import Request
@@ -21,8 +22,10 @@ from banatie_local.constants import (
     MAX_SCOPE_GENERATIONS_LIMIT,
     TEMPLATES,
 )
+from banatie_local.errors import NotFoundError
 from banatie_local.http.auth import services_of
 from banatie_local.http.responses import ok, plain
+from banatie_local.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from banatie_local.services.container import Services
 
 
@@ -84,3 +87,12 @@ async def info(request: Request) -> HTTPResponse:
             "templates": list(TEMPLATES),
         }
     )
+
+
+async def metrics(request: Request) -> HTTPResponse:
+    """Prometheus metrics of the process that answers (on with ``server.metrics``)."""
+    found = services_of(request).metrics
+    if found is None:
+        raise NotFoundError("metrics are off here: set server.metrics = true.", "NOT_FOUND")
+    body = await asyncio.to_thread(found.render)
+    return HTTPResponse(body, content_type=METRICS_CONTENT_TYPE)

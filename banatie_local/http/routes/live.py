@@ -15,6 +15,7 @@ from banatie_local.services.live import LiveResult
 def respond(request: Request, result: LiveResult, max_age: int) -> HTTPResponse:
     """The bytes with the §5.1 headers; 304 when ``If-None-Match`` matches."""
     entry = result.entry
+    request.ctx.live = "JOINED" if result.joined else result.status  # for /metrics
     ready = prepared(entry, max_age)
     headers = {"X-Cache-Status": result.status}
     if result.status == "HIT":
