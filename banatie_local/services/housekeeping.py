@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from banatie_local.clock import Clock
 from banatie_local.db.boundary import Database
+from banatie_local.errors import DatabaseBusyError
 from banatie_local.services.generations import GenerationService
 from banatie_local.services.imagecache import ImageCache
 from banatie_local.services.keys import KeyService
@@ -157,7 +158,10 @@ class Housekeeper:
             self.limiter.prune()
 
     async def _guard(self, step: Any, *args: Any) -> None:
+        name = getattr(step, "__name__", step)
         try:
             await step(*args)
+        except DatabaseBusyError as exc:  # locked or unreachable: one line, not a trace
+            log.warning("background step %s skipped: %s", name, exc.message)
         except Exception:  # cancellation is a BaseException and goes through
-            log.exception("background step %s failed; will retry", getattr(step, "__name__", step))
+            log.exception("background step %s failed; will retry", name)

@@ -10,34 +10,21 @@ server, which counts the provider calls of both instances.
 
 from __future__ import annotations
 
-import itertools
-import json
-import os
-import signal
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import httpx
-import psycopg
 import pytest
 
 from tests import postgres
-from tests.fakes.gemini import Answer, FakeGemini
+from tests.fakes.gemini import Answer
 from tests.fakes.s3 import S3Server
 from tests.helpers import (
     assert_exact_budget,
     assert_one_generation,
     eventually,
-    free_port,
     parallel,
-    wait_until_serving,
 )
 from tests.imagedata import png_bytes
+from tests.instances import Pair, new_key, running_pair
 
 pytestmark = [
     pytest.mark.slow,
@@ -47,149 +34,10 @@ pytestmark = [
 KEY_LIMIT = 10
 
 
-@dataclass
-class Pair:
-    urls: list[str]
-    database: str
-    master: str
-    project: str
-    gemini: FakeGemini
-    pg: postgres.PostgresServer
-    procs: list[subprocess.Popen[str]]
-    _turn: Any = None
-
-    def __post_init__(self) -> None:
-        self._turn = itertools.cycle(range(len(self.urls)))
-
-    def call(self, n: int | None, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request to instance ``n`` (or the next in turn), on a new connection."""
-        index = next(self._turn) if n is None else n
-        with httpx.Client(base_url=self.urls[index], timeout=30) as client:
-            return client.request(method, path, **kwargs)
-
-    def sql(self, query: str, *args: object) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.database) as conn:
-            return list(conn.execute(query.replace("?", "%s"), args))  # type: ignore[arg-type]
-
-
-def _env() -> dict[str, str]:
-    ours = ("BANATIE_", "GEMINI_API_KEY")
-    return {k: v for k, v in os.environ.items() if not k.startswith(ours)}
-
-
-def _config(root: Path, name: str, port: int, database: str, s3: S3Server, bucket: str,
-            gemini: FakeGemini) -> Path:  # fmt: skip
-    path = root / f"{name}.toml"
-    path.write_text(
-        f"""
-[server]
-port = {port}
-trusted_proxies = ["127.0.0.1"]
-
-[database]
-url = "{database}"
-busy_timeout_ms = 3000
-
-[storage]
-backend = "minio"
-minio_endpoint = "{s3.endpoint}"
-minio_access_key = "{s3.settings_overrides(bucket)["storage__minio_access_key"]}"
-minio_secret_key = "{s3.settings_overrides(bucket)["storage__minio_secret_key"]}"
-minio_bucket = "{bucket}"
-minio_secure = false
-
-[generation]
-provider = "gemini"
-gemini_api_key = "test-key"
-gemini_base_url = "{gemini.url}"
-timeout_seconds = 5
-max_retries = 0
-
-[limits]
-requests_per_hour = {KEY_LIMIT}
-
-[live]
-new_generations_per_ip_per_hour = 100
-hit_flush_seconds = 0.5
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
-def _cli(config: Path, data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "banatie_local", "--config", str(config), "--data-dir",
-         str(data), *args],
-        capture_output=True, text=True, env=_env(), cwd=data.parent, timeout=120, check=False,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Iterator[Pair]:
-    root = tmp_path_factory.mktemp("instances")
-    pg = postgres.PostgresServer().start()
-    gemini = FakeGemini().start()
-    database = pg.new_database()
-    bucket = "pair-" + uuid.uuid4().hex[:8]
-    ports = [free_port(), free_port()]
-    configs = [
-        _config(root, f"i{n}", port, database, s3_server, bucket, gemini)
-        for n, port in enumerate(ports)
-    ]
-    upgraded = _cli(configs[0], root / "d0", "db", "upgrade", "--json")
-    assert upgraded.returncode == 0, upgraded.stderr
-    assert json.loads(upgraded.stdout)["applied"] == [1, 2, 3, 4, 5]
-    again = _cli(configs[1], root / "d1", "db", "upgrade", "--json")
-    assert json.loads(again.stdout)["applied"] == []
-    init = _cli(configs[0], root / "d0", "init", "--json")
-    assert init.returncode == 0, init.stderr
-    keys = json.loads(init.stdout)
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "banatie_local",
-                "--config",
-                str(config),
-                "--data-dir",
-                str(root / f"d{n}"),
-                "serve",
-            ],
-            cwd=root,
-            env=_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for n, config in enumerate(configs)
-    ]
-    found = Pair([f"http://127.0.0.1:{p}" for p in ports], database, keys["masterKey"],
-                 keys["projectKey"], gemini, pg, procs)  # fmt: skip
-    try:
-        for url, proc in zip(found.urls, procs, strict=True):
-            wait_until_serving(proc, url)
+    with running_pair(tmp_path_factory.mktemp("instances"), s3_server, KEY_LIMIT) as found:
         yield found
-    finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-        gemini.stop()
-        pg.destroy()
-
-
-def new_key(pair: Pair) -> tuple[str, str]:
-    created = pair.call(0, "POST", "/api/admin/keys", json={"type": "project"},
-                        headers={"X-API-Key": pair.master})  # fmt: skip
-    assert created.status_code == 201, created.text
-    data = created.json()["data"]
-    return data["id"], data["key"]
 
 
 def test_both_instances_report_healthy_on_postgres(pair: Pair) -> None:
