@@ -238,3 +238,18 @@ def wait_until_serving(proc: Any, url: str, timeout: float = 60) -> None:
             pass
         assert time.monotonic() < deadline, f"{url} did not start serving"
         time.sleep(0.1)
+
+
+def stop_processes(procs: list[Any], timeout: float = 20) -> None:
+    """SIGTERM every process, then wait for each (killing one that does not stop)."""
+    import signal
+    import subprocess
+
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()

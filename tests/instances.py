@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -22,7 +21,7 @@ import psycopg
 from tests import postgres
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.s3 import S3Server
-from tests.helpers import free_port, wait_until_serving
+from tests.helpers import free_port, stop_processes, wait_until_serving
 
 
 @dataclass
@@ -141,14 +140,7 @@ def running_pair(root: Path, s3: S3Server, key_limit: int) -> Iterator[Pair]:
             wait_until_serving(proc, url)
         yield found
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
+        stop_processes(procs)
         gemini.stop()
         pg.destroy()
 

@@ -116,8 +116,12 @@ def opened(settings: Settings, to: str) -> Iterator[tuple[PeeweeDatabase, Peewee
 def _same(settings: Settings, to: str) -> bool:
     if settings.database.url:
         return to == settings.database.url
-    path = Path(to.removeprefix("sqlite:///")).expanduser()
-    return path.resolve() == settings.database_path.resolve()
+    return _sqlite_path(to).resolve() == settings.database_path.resolve()
+
+
+def _sqlite_path(to: str) -> Path:
+    """A SQLite target: a file's path, with or without ``sqlite:///``."""
+    return Path(to.removeprefix("sqlite:///")).expanduser()
 
 
 def open_target(to: str, clock: Clock, busy_timeout_ms: int) -> PeeweeDatabase:
@@ -125,8 +129,7 @@ def open_target(to: str, clock: Clock, busy_timeout_ms: int) -> PeeweeDatabase:
     if to.startswith(("postgresql://", "postgres://")):
         db, _ = upgrade_database(Path("."), clock, busy_timeout_ms, to)
         return db
-    path = Path(to.removeprefix("sqlite:///")).expanduser()
-    db, _ = upgrade_database(path, clock, busy_timeout_ms)
+    db, _ = upgrade_database(_sqlite_path(to), clock, busy_timeout_ms)
     return db
 
 

@@ -33,6 +33,7 @@ from tests.helpers import (
     eventually,
     free_port,
     parallel,
+    stop_processes,
     wait_until_serving,
 )
 from tests.imagedata import png_bytes
@@ -126,12 +127,7 @@ hit_flush_seconds = 0.5
         wait_until_serving(proc, cluster.url)
         yield cluster
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        stop_processes([proc])
         gemini.stop()
 
 
