@@ -12,14 +12,17 @@ Five servers in child processes, started like ``banatie-local serve``:
 - banatie-local with ``server.workers = 2`` on the first server's data directory
   (the same code path as ``banatie-local serve --workers 2``), so its HITs are of the
   image generated there;
-- the bare Sanic app with two workers on one port, serving the same bytes.
+- the bare Sanic app with two workers on one port, serving the same bytes;
+- with ``--database-url postgresql://…`` (an empty database), a sixth: banatie-local,
+  one process, memory cache on, on PostgreSQL. Its HITs should match the SQLite
+  server's within noise, since the memory path touches no database.
 
 wrk (``-t2 -c32 -d10s --latency``) runs against each figure in turn, three rounds,
 and the medians of the per-round ratios are the figures. Targets: live HIT ≥ 0.9×
 the one-process baseline's requests/s with p99 ≤ 1.3× its p99; cache-off HIT ≥ 0.6×;
 two workers ≥ 0.9× the two-worker baseline and ≥ 1.3× our one worker.
 
-    python bench/live_hit.py [--duration 10] [--rounds 3]
+    python bench/live_hit.py [--duration 10] [--rounds 3] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ def serve_baseline(port: int, path: str, workers: int) -> None:
     Sanic.serve(primary=app, app_loader=loader)
 
 
-def serve_app(port: int, data_dir: str, cache_mb: int) -> None:
+def serve_app(port: int, data_dir: str, cache_mb: int, database_url: str = "") -> None:
     from banatie_local.config import load_settings
     from banatie_local.http import create_app
     from banatie_local.providers.base import GeneratedImage, ReferenceImage, measure
@@ -125,6 +128,7 @@ def serve_app(port: int, data_dir: str, cache_mb: int) -> None:
             "server.port": port,
             "limits.requests_per_hour": 0,
             "live.memory_cache_mb": cache_mb,
+            "database.url": database_url,
             "log.level": "warning",
         },
     )
@@ -209,7 +213,8 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--serve-baseline", nargs=3, help=argparse.SUPPRESS)
-    parser.add_argument("--serve-app", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", default="", help="also measure on PostgreSQL")
+    parser.add_argument("--serve-app", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--serve-workers", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
@@ -217,7 +222,8 @@ def main() -> None:
         serve_baseline(int(port), path, int(workers))
         return
     if args.serve_app:
-        serve_app(int(args.serve_app[0]), args.serve_app[1], int(args.serve_app[2]))
+        port, data_dir, cache_mb, url = args.serve_app
+        serve_app(int(port), data_dir, int(cache_mb), url)
         return
     if args.serve_workers:
         port, data_dir, workers = args.serve_workers
@@ -225,22 +231,23 @@ def main() -> None:
         return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
-    results, size = measure(args.duration, args.rounds)
+    results, size = measure(args.duration, args.rounds, args.database_url)
     report(results, size)
 
 
-def measure(duration: int, rounds: int) -> tuple[dict[str, list[Run]], int]:
-    """Start the five servers, check they answer the same bytes, run wrk in rounds."""
+def measure(duration: int, rounds: int, database_url: str) -> tuple[dict[str, list[Run]], int]:
+    """Start the servers, check they answer the same bytes, run wrk in rounds."""
     children = []
     with (
         tempfile.TemporaryDirectory() as hot_dir,
         tempfile.TemporaryDirectory() as cold_dir,
         tempfile.TemporaryDirectory() as bytes_dir,
+        tempfile.TemporaryDirectory() as pg_dir,
     ):
         try:
             ports = {name: free_port() for name in ("base", "hot", "cold", "base2", "hot2")}
-            children.append(start(["--serve-app", str(ports["hot"]), hot_dir, "256"]))
-            children.append(start(["--serve-app", str(ports["cold"]), cold_dir, "0"]))
+            children.append(start(["--serve-app", str(ports["hot"]), hot_dir, "256", ""]))
+            children.append(start(["--serve-app", str(ports["cold"]), cold_dir, "0", ""]))
             live = "/cdn/default/default/live/bench?prompt=" + PROMPT
             hot_live = f"http://127.0.0.1:{ports['hot']}{live}"
             cold_live = f"http://127.0.0.1:{ports['cold']}{live}"
@@ -271,6 +278,14 @@ def measure(duration: int, rounds: int) -> tuple[dict[str, list[Run]], int]:
                 "base": base, "live": hot_live, "cdn": hot_cdn, "cold": cold_live,
                 "base2": base2, "live2": hot2_live,
             }  # fmt: skip
+            if database_url:
+                ports["pg"] = free_port()
+                children.append(
+                    start(["--serve-app", str(ports["pg"]), pg_dir, "256", database_url])
+                )
+                urls["pg"] = f"http://127.0.0.1:{ports['pg']}{live}"
+                assert wait_for(urls["pg"]).headers["x-cache-status"] == "MISS"
+                assert wait_for(urls["pg"]).content == first.content
             results: dict[str, list[Run]] = {name: [] for name in urls}
             for _ in range(rounds):
                 for name, url in urls.items():
@@ -306,7 +321,10 @@ def report(results: dict[str, list[Run]], size: int) -> None:
         ("live2", "base2", "live-URL HIT (memory), 2 workers vs bare 2", 0.9, None),
         ("live2", "live", "live-URL HIT (memory), 2 workers vs our 1 worker", 1.3, None),
         ("base2", "base", "bare 2 workers vs bare 1 (what 2 cores allow)", None, None),
+        ("pg", "live", "live-URL HIT (memory), PostgreSQL vs SQLite", 0.9, 1.3),
     ):
+        if name not in results:
+            continue
         rps, p99 = ratio(name, against, "rps"), ratio(name, against, "p99_ms")
         verdict = []
         if rps_target is not None:

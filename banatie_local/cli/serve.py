@@ -3,9 +3,13 @@ several workers sharing one port."""
 
 from __future__ import annotations
 
+import atexit
 import functools
+import os
+import shutil
 import signal
 import socket
+import tempfile
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -133,7 +137,14 @@ def _serve_many(settings: Settings, services: Services) -> None:
     from sanic.worker.loader import AppLoader
 
     from banatie_local.http import create_app
+    from banatie_local.metrics import MULTIPROC_ENV
 
+    if settings.server.metrics and not os.environ.get(MULTIPROC_ENV):
+        # Workers are spawned: they import prometheus_client after this is set and
+        # write their figures where any of them can sum them for a scrape.
+        shared = tempfile.mkdtemp(prefix="banatie-metrics-")
+        os.environ[MULTIPROC_ENV] = shared
+        atexit.register(shutil.rmtree, shared, True)
     loader = AppLoader(factory=functools.partial(_worker_app, settings))
     # The supervisor's own app only has to carry the workers' name; it reuses the
     # services already open here instead of opening a second set (no server runs

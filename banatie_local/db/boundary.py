@@ -65,6 +65,7 @@ class Database:
         self._writes = Lane(1, "db-write", partial(self._open, False), close)
         self._quick = Lane(1, "db-quick", partial(self._open, False), close)
         self._busy_events = 0
+        self.on_busy: Callable[[], None] | None = None  # told of each busy event
         self._quick_busy_until = 0.0
         self._lock = threading.Lock()
 
@@ -201,6 +202,8 @@ class Database:
     def _count_busy(self) -> None:
         with self._lock:
             self._busy_events += 1
+        if self.on_busy is not None:
+            self.on_busy()
 
     def close(self) -> None:
         """Stop the threads (their connections close with them) and this thread's own."""

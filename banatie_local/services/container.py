@@ -60,6 +60,8 @@ class Services:
 
     def close(self) -> None:
         self.db.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 def upgrade_schema(settings: Settings) -> list[int]:
@@ -102,7 +104,7 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
         metrics=metrics,
     )  # fmt: skip
     if metrics is not None:
-        metrics.watch(lambda: db.busy_events, lambda: len(generations.runner.running))
+        db.on_busy = metrics.busy.inc
     scopes = ScopeService(db, clock, cascade)
     images = ImageService(db, clock, settings, storage, cache, aliases, flows, cascade)
     names = PublishedNames(db, cache)

@@ -74,12 +74,16 @@ class GenerationRunner:
         success or failed; return its final row. Never raises for a provider failure;
         a storage failure is recorded and then re-raised."""
         self.running.add(generation_id)
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
         try:
             if begun is None:
                 begun = await self.db.write(self._start, generation_id)
             return await self._run(ctx, *begun)
         finally:
             self.running.discard(generation_id)
+            if self.metrics is not None:
+                self.metrics.in_flight.dec()
             self.store.outputs.pop(generation_id, None)
 
     def _start(self, generation_id: str) -> Started:

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.gemini import Answer, FakeGemini
 from tests.helpers import (
@@ -94,6 +95,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 [server]
 port = {port}
 workers = 2
+metrics = true
 trusted_proxies = ["127.0.0.1"]
 
 [generation]
@@ -135,6 +137,25 @@ def test_health_reports_the_workers(cluster: Cluster) -> None:
     body = cluster.get("/health").json()
     assert body["workers"] == 2
     assert body["status"] == "healthy"
+
+
+def _health_count(cluster: Cluster) -> float:
+    scraped = cluster.get("/metrics")
+    assert scraped.status_code == 200, scraped.text
+    for family in text_string_to_metric_families(scraped.text):
+        for sample in family.samples:
+            if sample.name == "banatie_http_requests_total" and sample.labels["route"] == "/health":
+                return sample.value
+    return 0.0
+
+
+def test_metrics_sum_over_both_workers(cluster: Cluster) -> None:
+    # Every request is a new connection, so the kernel spreads requests and scrapes
+    # over both workers; each scrape still sees every request.
+    before = _health_count(cluster)
+    for _ in range(30):
+        assert cluster.get("/health").status_code == 200
+    assert {_health_count(cluster) for _ in range(6)} == {before + 30}
 
 
 def test_a_key_limit_admits_exactly_its_budget(cluster: Cluster) -> None:
