@@ -83,7 +83,7 @@ class ServerSettings:
     def trusted_networks(self) -> tuple[Network, ...]:
         """``trusted_proxies`` as networks, parsed on first use (``load_settings``
         asks, so a bad entry stops startup) and kept."""
-        return tuple(_network(entry) for entry in self.trusted_proxies)
+        return tuple(_network(entry, "server.trusted_proxies") for entry in self.trusted_proxies)
 
 
 @dataclass(frozen=True)
@@ -141,11 +141,33 @@ class LiveSettings:
     memory_cache_mb: int = setting(
         256, "In-memory cache for hot image bytes, in megabytes", minimum=0, maximum=65536
     )
+    ip_limit_exempt: tuple[str, ...] = setting(
+        ("127.0.0.0/8", "::1"),
+        "Socket peers (IPs or CIDRs) exempt from the per-IP live limit when the request"
+        " carries no forwarding header: the person at the workstation",
+    )
+
+    @cached_property
+    def exempt_networks(self) -> tuple[Network, ...]:
+        """``ip_limit_exempt`` as networks (parsed at startup, like trusted_proxies)."""
+        return tuple(_network(entry, "live.ip_limit_exempt") for entry in self.ip_limit_exempt)
 
 
 @dataclass(frozen=True)
 class CdnSettings:
     max_age: int = setting(31536000, "Cache-Control max-age (seconds) on image routes", minimum=0)
+    max_variants_per_image: int = setting(
+        24,
+        "Stored size/format variants kept per image; the least recently used goes first",
+        minimum=1,
+        maximum=1000,
+    )
+    signature_grace_seconds: int = setting(
+        86400,
+        "How long a rotated signing secret still signs valid URLs",
+        minimum=0,
+        maximum=31536000,
+    )
 
 
 @dataclass(frozen=True)
@@ -352,17 +374,18 @@ def _coerce(spec: SettingSpec, value: Any, origin: str) -> Any:
     return tuple(value)
 
 
-def _network(entry: str) -> Network:
+def _network(entry: str, name: str) -> Network:
     try:
         return ipaddress.ip_network(entry, strict=False)
     except ValueError:
         raise ConfigError(
-            f"setting server.trusted_proxies has {entry!r}, which is not an IP address or network."
+            f"setting {name} has {entry!r}, which is not an IP address or network."
         ) from None
 
 
 def _check_cross_fields(settings: Settings) -> None:
     _ = settings.server.trusted_networks  # parsed once, here: a bad entry stops startup
+    _ = settings.live.exempt_networks
     url = settings.server.public_base_url
     if url and not url.startswith(("http://", "https://")):
         raise ConfigError(

@@ -53,3 +53,6 @@ MAX_FILENAME_LENGTH: Final = 128
 FILENAME_PATTERN: Final = rf"^[A-Za-z0-9._-]{{1,{MAX_FILENAME_LENGTH}}}$"
 # Reference files one legacy POST /api/generate accepts (API.md §10).
 MAX_LEGACY_REFERENCES: Final = 3
+
+# Signed URLs (API.md §13): the longest expiresIn a signer may ask for (ten years).
+MAX_SIGNED_URL_SECONDS: Final = 10 * 365 * 86400

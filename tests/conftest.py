@@ -24,7 +24,7 @@ from banatie_local.db.connection import (
 from banatie_local.http import create_app
 from banatie_local.providers import ImageProvider
 from banatie_local.services.container import Services, initialize, open_services
-from tests import postgres
+from tests import chromium, postgres
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.s3 import S3Server
 from tests.helpers import POSTGRES_URLS, LiveServer, make_settings
@@ -85,6 +85,22 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server = S3Server(tmp_path_factory.mktemp("s3")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[chromium.BrowserThread]:
+    """One headless chromium for the session (Debian's package, through Playwright) on a
+    thread of its own; skipped where it is missing, but a failure when CI is set."""
+    reason = chromium.missing()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set, and the browser tests cannot run: {reason}")
+        pytest.skip(reason)
+    executable = chromium.chromium_path()
+    assert executable
+    thread = chromium.BrowserThread(executable).start()
+    yield thread
+    thread.close()
 
 
 @pytest.fixture

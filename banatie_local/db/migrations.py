@@ -432,12 +432,46 @@ _PUBLISHED_NAMES: Final = [
     END""",
 ]
 
+# Image variants (API.md §12): each stored variant's file and when it was last read,
+# so a project keeps at most ``cdn.max_variants_per_image`` per image (least recently
+# used dropped). Signed URLs (§13): the project's mode and its signing secrets; a
+# rotated secret keeps working until ``retired_at`` + the grace period. Moving a focal
+# point changes every cover variant, which other processes must drop.
+_VARIANTS_AND_SIGNING: Final = [
+    """CREATE TABLE image_variants (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        variant_key TEXT NOT NULL,
+        storage_key TEXT NOT NULL,
+        params TEXT NOT NULL,
+        mime_type TEXT NOT NULL,
+        file_size INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        used_at INTEGER NOT NULL,
+        PRIMARY KEY (image_id, variant_key))""",
+    "CREATE INDEX image_variants_used ON image_variants (image_id, used_at)",
+    """ALTER TABLE projects ADD COLUMN signed_urls TEXT NOT NULL DEFAULT 'off'
+        CHECK (signed_urls IN ('off', 'live', 'all'))""",
+    """CREATE TABLE signing_secrets (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        secret TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        retired_at INTEGER)""",
+    "CREATE INDEX signing_secrets_project ON signing_secrets (project_id, created_at)",
+    """CREATE TRIGGER images_changes_focal AFTER UPDATE OF focal_x, focal_y ON images
+    WHEN OLD.focal_x IS NOT NEW.focal_x OR OLD.focal_y IS NOT NEW.focal_y
+    BEGIN
+        INSERT INTO change_log (kind, ref) VALUES ('image', OLD.id);
+    END""",
+]
+
 MIGRATIONS: Final[list[tuple[int, str, list[str]]]] = [
     (1, "initial schema", _INITIAL),
     (2, "flow id indexes", _FLOW_ID_INDEXES),
     (3, "counts kept by triggers; flow images by time", _COUNTS),
     (4, "shared state: rate events, live claims, change log, generation leases", _SHARED_STATE),
     (5, "names published by the legacy routes", _PUBLISHED_NAMES),
+    (6, "image variants; signed URLs", _VARIANTS_AND_SIGNING),
 ]
 
 LATEST_VERSION: Final = MIGRATIONS[-1][0]

@@ -73,11 +73,23 @@ class Project(BaseModel):
     name = TextField()
     allow_new_live_scopes = FlagField(default=True)
     new_live_scopes_generation_limit = IntegerField(default=30)
+    signed_urls = TextField(default="off")  # off | live | all (API.md §13)
     created_at = BigIntegerField()
     updated_at = BigIntegerField()
 
     class Meta:
         table_name = "projects"
+
+
+class SigningSecret(BaseModel):
+    id = TextField(primary_key=True)
+    project_id = TextField()
+    secret = TextField()  # 32 random bytes, hex
+    created_at = BigIntegerField()
+    retired_at = BigIntegerField(null=True)
+
+    class Meta:
+        table_name = "signing_secrets"
 
 
 class ApiKey(BaseModel):
@@ -166,6 +178,21 @@ class Image(BaseModel):
 
     class Meta:
         table_name = "images"
+
+
+class ImageVariant(BaseModel):
+    image_id = TextField()
+    variant_key = TextField()
+    storage_key = TextField()
+    params = TextField()
+    mime_type = TextField()
+    file_size = IntegerField()
+    created_at = BigIntegerField()
+    used_at = BigIntegerField()
+
+    class Meta:
+        table_name = "image_variants"
+        primary_key = CompositeKey("image_id", "variant_key")
 
 
 class GenerationReference(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -19,6 +20,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from banatie_local.errors import ApiError
+from banatie_local.http import error_image
 from banatie_local.http.auth import openai_rate_headers
 from banatie_local.http.responses import error, style_of
 from banatie_local.storage import StorageError
@@ -117,4 +119,34 @@ def install(app: Sanic[Any, Any]) -> None:
 
     @app.exception(Exception)
     async def _handle(request: Request, exc: Exception) -> HTTPResponse:
-        return render(request, exc)
+        response = render(request, exc)
+        if (
+            response.status in error_image.STATUSES
+            and _is_live_url(request.path)
+            and error_image.prefers_image(request.headers.get("accept"))
+        ):
+            return await _as_picture(request, response, exc)
+        return response
+
+
+def _is_live_url(path: str) -> bool:
+    parts = path.split("/")
+    return len(parts) == 6 and parts[1] == "cdn" and parts[4] == "live"
+
+
+async def _as_picture(request: Request, response: HTTPResponse, exc: Exception) -> HTTPResponse:
+    """A refused live URL for an ``<img>``: the same status and headers, a PNG body
+    that says what happened (``http/error_image.py``)."""
+    message = exc.message if isinstance(exc, ApiError) else "the image could not be made."
+    size = error_image.size_from(request.args.get("w"), request.args.get("h"))
+    retry = response.headers.get("retry-after")
+    png = await asyncio.to_thread(error_image.error_png, response.status, message, retry, size)
+    headers = {
+        name: value
+        for name, value in response.headers.items()
+        if name.lower() not in ("content-type", "content-length")
+    }
+    headers["Cache-Control"] = "no-store"
+    code = exc.code if isinstance(exc, ApiError) else "INTERNAL_ERROR"
+    headers["X-Error-Code"] = code
+    return HTTPResponse(png, status=response.status, headers=headers, content_type="image/png")

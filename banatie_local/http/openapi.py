@@ -21,6 +21,7 @@ from banatie_local.constants import (
     TEMPLATES,
 )
 from banatie_local.http.shapes import component_schemas
+from banatie_local.services.variants import WRITABLE
 from banatie_local.text import FALSE_WORDS, TRUE_WORDS
 
 JSON = dict[str, Any]
@@ -73,6 +74,8 @@ class Op:
 PAGED = ("limit", "offset")
 LEGACY_IMAGE: Final = "/api/images/<org:str>/<project:str>/<category:str>/<filename:str>"
 V1 = (400, 401, 403, 429)
+VARIANT = ("w", "h", "fit", "format", "q")
+SIGNED = ("exp", "sig")
 
 OPERATIONS: Final[dict[tuple[str, str], Op]] = {
     ("GET", "/health"): Op("system", raw="Health", extra_ok=(503,)),
@@ -87,6 +90,9 @@ OPERATIONS: Final[dict[tuple[str, str], Op]] = {
     ("DELETE", "/api/admin/keys/<key_id:str>"): Op("keys", returns="RevokedKey", errors=(401, 403, 404)),
     ("GET", "/api/v1/project"): Op("project", returns="Project", errors=V1),
     ("PUT", "/api/v1/project"): Op("project", returns="Project", body="UpdateProject", errors=V1),
+    ("GET", "/api/v1/project/signing-secret"): Op("project", returns="SigningSecretOut", errors=V1),
+    ("POST", "/api/v1/project/signing-secret/rotate"): Op("project", returns="SigningSecretOut", errors=V1),
+    ("POST", "/api/v1/signed-urls"): Op("project", returns="SignedUrl", body="SignUrl", errors=V1),
     ("POST", "/api/v1/images/upload"): Op("images", 201, "Image", body="Upload", multipart=True, errors=(*V1, 404, 413, 415, 503)),
     ("GET", "/api/v1/images"): Op("images", returns="Image", many=True, query=(*PAGED, "flowId", "source", "alias"), errors=V1),
     ("GET", "/api/v1/images/<ref:str>"): Op("images", returns="Image", query=("flowId",), errors=(*V1, 404)),
@@ -109,22 +115,22 @@ OPERATIONS: Final[dict[tuple[str, str], Op]] = {
     ("DELETE", "/api/v1/flows/<flow_id:str>/aliases/<alias:str>"): Op("flows", returns="Flow", errors=(*V1, 404)),
     ("POST", "/api/v1/flows/<flow_id:str>/regenerate"): Op("flows", returns="Generation", errors=(*V1, 404, 503)),
     ("DELETE", "/api/v1/flows/<flow_id:str>"): Op("flows", returns="Id", errors=(*V1, 404)),
-    ("GET", "/api/v1/live/generate"): Op("live", image=True, query=("prompt", "scope", "aspectRatio", "autoEnhance", "template"), errors=(*V1, 404, 502, 503)),
+    ("GET", "/api/v1/live/generate"): Op("live", image=True, query=("prompt", "scope", "aspectRatio", "autoEnhance", "template", *VARIANT), errors=(*V1, 404, 502, 503)),
     ("POST", "/api/v1/live/scopes"): Op("live", 201, "Scope", body="CreateScope", errors=(*V1, 409)),
     ("GET", "/api/v1/live/scopes"): Op("live", returns="Scope", many=True, query=PAGED, errors=V1),
     ("GET", "/api/v1/live/scopes/<slug:str>"): Op("live", returns="ScopeWithImages", page_images=True, query=PAGED, errors=(*V1, 404)),
     ("PUT", "/api/v1/live/scopes/<slug:str>"): Op("live", returns="Scope", body="UpdateScope", errors=(*V1, 404)),
     ("POST", "/api/v1/live/scopes/<slug:str>/regenerate"): Op("live", returns="ScopeRegenerated", body="RegenerateScope", errors=(*V1, 404, 503)),
     ("DELETE", "/api/v1/live/scopes/<slug:str>"): Op("live", returns="Id", errors=(*V1, 404)),
-    ("GET", "/cdn/<org:str>/<project:str>/live/<scope:str>"): Op("public", image=True, query=("prompt", "aspectRatio", "autoEnhance", "template"), errors=(400, 403, 404, 429, 502, 503)),
-    ("GET", "/cdn/<org:str>/<project:str>/img/<ref:str>"): Op("public", image=True, errors=(404, 503)),
-    ("HEAD", "/cdn/<org:str>/<project:str>/img/<ref:str>"): Op("public", image=True, errors=(404, 503)),
+    ("GET", "/cdn/<org:str>/<project:str>/live/<scope:str>"): Op("public", image=True, query=("prompt", "aspectRatio", "autoEnhance", "template", *VARIANT, *SIGNED), errors=(400, 403, 404, 429, 502, 503)),
+    ("GET", "/cdn/<org:str>/<project:str>/img/<ref:str>"): Op("public", image=True, query=(*VARIANT, *SIGNED), errors=(400, 403, 404, 503)),
+    ("HEAD", "/cdn/<org:str>/<project:str>/img/<ref:str>"): Op("public", image=True, query=(*VARIANT, *SIGNED), errors=(400, 403, 404, 503)),
     ("POST", "/api/generate"): Op("legacy", returns="LegacyGenerated", body="LegacyGenerate", multipart=True, legacy=True, errors=(*V1, 404, 413, 415, 502, 503)),
     ("POST", "/api/text-to-image"): Op("legacy", returns="LegacyGenerated", body="LegacyTextToImage", legacy=True, errors=(*V1, 502, 503)),
     ("POST", "/api/upload"): Op("legacy", 201, "LegacyUploaded", body="LegacyUpload", multipart=True, legacy=True, errors=(*V1, 413, 415, 503)),
     ("POST", "/api/enhance"): Op("legacy", returns="LegacyEnhanced", body="LegacyEnhance", legacy=True, errors=(*V1, 502)),
-    ("GET", LEGACY_IMAGE): Op("legacy", image=True, legacy=True, errors=(404, 503)),
-    ("HEAD", LEGACY_IMAGE): Op("legacy", image=True, legacy=True, errors=(404, 503)),
+    ("GET", LEGACY_IMAGE): Op("legacy", image=True, legacy=True, query=SIGNED, errors=(403, 404, 503)),
+    ("HEAD", LEGACY_IMAGE): Op("legacy", image=True, legacy=True, query=SIGNED, errors=(403, 404, 503)),
     ("POST", "/v1/images/generations"): Op("openai", raw="OpenAiImages", body="OpenAiGenerate", openai=True, errors=(*V1, 502, 503)),
     ("POST", "/v1/images/edits"): Op("openai", raw="OpenAiImages", body="OpenAiEdit", multipart=True, openai=True, errors=(*V1, 413, 415, 502, 503)),
     ("POST", "/v1/images/variations"): Op("openai", raw="OpenAiImages", body="OpenAiVariation", multipart=True, openai=True, errors=(*V1, 413, 415, 502, 503)),
@@ -145,7 +151,14 @@ QUERY: Final[dict[str, JSON]] = {
     "aspectRatio": {"enum": list(ASPECT_RATIOS)},
     "autoEnhance": {"enum": sorted(TRUE_WORDS | FALSE_WORDS)},
     "template": {"enum": list(TEMPLATES)},
-}
+    "w": {"type": "integer", "minimum": 1, "maximum": 4096, "description": "width; never above the stored image's"},
+    "h": {"type": "integer", "minimum": 1, "maximum": 4096, "description": "height; never above the stored image's"},
+    "fit": {"enum": ["cover", "contain", "fill"], "description": "with w and h; cover (the default) crops around the focal point"},
+    "format": {"enum": [*WRITABLE, "jpg", "auto"], "description": "auto: the best the Accept header allows (answered with Vary: Accept)"},
+    "q": {"type": "integer", "minimum": 1, "maximum": 100, "description": "quality of a lossy format; default 82"},
+    "exp": {"type": "integer", "description": "signed URLs: Unix seconds after which the URL answers 403 URL_EXPIRED"},
+    "sig": {"type": "string", "description": "signed URLs: base64url HMAC-SHA256 of the canonical URL"},
+}  # fmt: skip
 
 _PARAM = re.compile(r"<([a-z_]+):str>")
 

@@ -35,19 +35,24 @@ class PreparedHeaders:
     etag: str  # quoted, as it goes on the wire
     headers: dict[str, str]
     wire: tuple[tuple[bytes, bytes], ...]
+    max_age: int
 
 
 def prepared(entry: CachedImage, max_age: int) -> PreparedHeaders:
-    """The entry's headers, made on its first response and kept with it."""
-    ready = entry.prepared
-    if ready is None:
-        headers = image_headers(entry.image_id, entry.file_hash, max_age, entry.scope)
-        fields = [*headers.items(), ("content-type", entry.content_type)]
-        wire = tuple(
-            (_clean(name).encode("ascii"), _clean(value).encode()) for name, value in fields
-        )
-        ready = entry.prepared = PreparedHeaders(headers["ETag"], headers, wire)
-    return cast(PreparedHeaders, ready)
+    """The entry's headers, made on its first response and kept with it. A shorter
+    ``max_age`` (a signed URL that expires sooner) gets its own, not kept; the
+    longest, the configured one, is what stays."""
+    ready = cast(PreparedHeaders | None, entry.prepared)
+    if ready is not None and ready.max_age == max_age:
+        return ready
+    headers = image_headers(entry.image_id, entry.file_hash, max_age, entry.scope)
+    headers.update(entry.extra)
+    fields = [*headers.items(), ("content-type", entry.content_type)]
+    wire = tuple((_clean(name).encode("ascii"), _clean(value).encode()) for name, value in fields)
+    made = PreparedHeaders(headers["ETag"], headers, wire, max_age)
+    if ready is None or max_age > ready.max_age:
+        entry.prepared = made
+    return made
 
 
 def _clean(text: str) -> str:

@@ -184,6 +184,7 @@ def project(org: Organization, row: Project) -> out.Project:
         name=row.name,
         allow_new_live_scopes=bool(row.allow_new_live_scopes),
         new_live_scopes_generation_limit=row.new_live_scopes_generation_limit,
+        signed_urls=row.signed_urls,
         created_at=iso(row.created_at),
         updated_at=iso(row.updated_at),
     )

@@ -2,9 +2,9 @@
 
 One module decides what goes and what stays:
 
-- an image: its row; the schema's foreign keys remove its flow-alias entries,
-  generation references and live cache entries, and null the ``outputImageId`` of
-  the generations that made it;
+- an image: its row and its stored variants; the schema's foreign keys remove its
+  flow-alias entries, generation references, live cache entries and variant rows,
+  and null the ``outputImageId`` of the generations that made it;
 - a generation: its row, and its output image unless that image has a project alias
   (then the image stays, with ``generationId`` nulled by the foreign key);
 - a flow: its generations (the rule above), its images without a project alias, its
@@ -26,7 +26,15 @@ from collections.abc import Iterable
 
 from banatie_local.clock import Clock
 from banatie_local.db.boundary import Database
-from banatie_local.db.models import Flow, Generation, Image, LiveCacheEntry, LiveScope, OrphanFile
+from banatie_local.db.models import (
+    Flow,
+    Generation,
+    Image,
+    ImageVariant,
+    LiveCacheEntry,
+    LiveScope,
+    OrphanFile,
+)
 from banatie_local.services.imagecache import ImageCache
 from banatie_local.storage import Storage
 
@@ -43,13 +51,31 @@ class Cascade:
     # -------------------------------------------------- row halves (in a transaction)
 
     def delete_image_rows(self, images: Iterable[Image]) -> list[str]:
-        """Delete image rows; return their storage keys for ``remove_files``."""
+        """Delete image rows (their variants' rows go by foreign key); return their
+        storage keys and their variants' for ``remove_files``."""
         doomed = {image.id: image for image in images}
+        variants = self.variant_files(list(doomed))
         if doomed:
             Image.delete().where(Image.id.in_(list(doomed))).execute()
         for image_id in doomed:
             self.cache.evict_image(image_id)
-        return [image.storage_key for image in doomed.values()]
+        return [image.storage_key for image in doomed.values()] + variants
+
+    @staticmethod
+    def variant_files(image_ids: list[str], delete: bool = False) -> list[str]:
+        """The stored variants of these images (API.md §12); with ``delete`` their rows
+        go too (the image stays, with new bytes)."""
+        if not image_ids:
+            return []
+        keys = [
+            v.storage_key
+            for v in ImageVariant.select(ImageVariant.storage_key).where(
+                ImageVariant.image_id.in_(image_ids)
+            )
+        ]
+        if delete and keys:
+            ImageVariant.delete().where(ImageVariant.image_id.in_(image_ids)).execute()
+        return keys
 
     def delete_generation_rows(self, generations: list[Generation]) -> list[str]:
         """Delete generation rows and their unaliased output images; return file keys."""

@@ -28,6 +28,8 @@ from banatie_local.services.projects import DEFAULT_SLUG, ProjectService
 from banatie_local.services.published import PublishedNames
 from banatie_local.services.ratelimit import SharedLimiter
 from banatie_local.services.scopes import ScopeService
+from banatie_local.services.signing import SigningService
+from banatie_local.services.variant_store import VariantStore
 from banatie_local.storage import Storage, create_storage
 
 
@@ -51,6 +53,8 @@ class Services:
     openai: OpenAiImages
     scopes: ScopeService
     live: LiveService
+    variants: VariantStore
+    signing: SigningService
     maintenance: Maintenance
     housekeeper: Housekeeper
     owner: str
@@ -124,7 +128,8 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
     # PostgreSQL commits ids out of order: read back what a transaction as long as
     # the busy timeout could still commit
     lookback = (busy_ms + 5000) * 1000 if db.dialect.postgres else 0
-    feed = ChangeFeed(db, cache, keys, live, lookback)
+    signing = SigningService(db, clock, settings.cdn.signature_grace_seconds)
+    feed = ChangeFeed(db, cache, keys, live, signing, lookback)
     return Services(
         settings=settings,
         clock=clock,
@@ -144,6 +149,10 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
         openai=OpenAiImages(db, storage, images, generations),
         scopes=scopes,
         live=live,
+        variants=VariantStore(
+            db, clock, storage, cache, cascade, settings.cdn.max_variants_per_image
+        ),
+        signing=signing,
         maintenance=Maintenance(
             db, storage, cascade, {"gemini": settings.generation.gemini_price_per_image}
         ),

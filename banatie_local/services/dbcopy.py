@@ -36,7 +36,8 @@ COPIED: Final = [
     ("generation_references", "generation_id, position"), ("flow_aliases", "flow_id, alias"),
     ("live_cache_entries", "id"), ("orphan_files", "storage_key"),
     ("published_names", "project_id, category, filename"), ("rate_events", "bucket, at"),
-    ("live_claims", "cache_key"),
+    ("live_claims", "cache_key"), ("image_variants", "image_id, variant_key"),
+    ("signing_secrets", "id"),
 ]  # fmt: skip
 # a count that went up and down again stays as a zero row on the source: the same as
 # no row (which the target has)

@@ -265,7 +265,8 @@ class GenerationRunner:
                 "file_hash": file_hash, "file_size": len(data), "width": width,
                 "height": height, "mime_type": sniff(data) or image.mime_type,
             }  # fmt: skip
-            await self.db.write(self.store.rewrite_image, image_id, facts)
+            stale = await self.db.write(self.store.rewrite_image, image_id, facts)
+            await self.store.cascade.remove_files(stale)
             log.warning("image %s row updated to match its rewritten file", image_id)
 
 

@@ -66,7 +66,8 @@ class GenerationStore:
         }
         if existing is not None:
             await self.storage.put(existing.storage_key, result.data, result.mime_type)
-            await self.db.write(self.rewrite_image, existing.id, facts, succeed)
+            stale = await self.db.write(self.rewrite_image, existing.id, facts, succeed)
+            await self.cascade.remove_files(stale)
             return str(existing.id)
         image_id = new_id()
         key = image_key(ctx.organization.slug, ctx.project.slug, image_id)
@@ -83,13 +84,16 @@ class GenerationStore:
         image_id: str,
         facts: dict[str, Any],
         succeed: Callable[[str], None] | None = None,
-    ) -> None:
+    ) -> list[str]:
         """The image row brought in line with new bytes under the same key (inside a
-        write); every cached copy of it is dropped."""
+        write); every cached copy of it is dropped, and its variants' rows. Returns
+        the variants' files, to remove after the commit."""
         Image.update(**facts, updated_at=self.clock.now_us()).where(Image.id == image_id).execute()
         self.cascade.cache.evict_image(image_id)
+        stale = self.cascade.variant_files([image_id], delete=True)
         if succeed is not None:
             succeed(image_id)
+        return stale
 
     def _insert_output(
         self,

@@ -30,6 +30,7 @@ from banatie_local.services.imagecache import ImageCache
 from banatie_local.services.keys import KeyService
 from banatie_local.services.live import LiveService
 from banatie_local.services.ratelimit import SharedLimiter
+from banatie_local.services.signing import SigningService
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class ChangeFeed:
     cache: ImageCache
     keys: KeyService
     live: LiveService
+    signing: SigningService
     lookback_us: int = 0  # 0 on SQLite
     last: int = 0
     _seen: dict[int, int] = field(default_factory=dict)  # id → created_at (PostgreSQL)
@@ -69,6 +71,7 @@ class ChangeFeed:
             self.cache.clear()
             self.live.known_keys.clear()
             self.keys.forget()
+            self.signing.forget()
             self.last = await self.db.read(self._latest)
             self._seen.clear()
             return len(rows)
@@ -111,8 +114,11 @@ class ChangeFeed:
             self.cache.evict_image(ref)
         elif kind == "live":
             self.live.forget([ref])
-        elif kind in ("key", "project"):
+        elif kind == "key":
             self.keys.forget()
+        elif kind == "project":
+            self.keys.forget()
+            self.signing.forget()
 
 
 @dataclass

@@ -32,6 +32,7 @@ class CachedImage:
     content_type: str
     file_hash: str
     scope: str | None = None  # the live scope, for an entry of a live URL
+    extra: tuple[tuple[str, str], ...] = ()  # more headers: a variant's X-Variant, Vary
     prepared: object = field(default=None, repr=False)  # opaque here
     # the lent buffer behind ``data``: such an entry is served once, never cached
     lease: Lease | None = field(default=None, repr=False)

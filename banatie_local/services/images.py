@@ -26,14 +26,22 @@ from banatie_local.storage.base import read_along
 
 SOURCES = ("generated", "uploaded")
 
-_PUBLIC_LOOKUP = (
-    "SELECT i.id, i.mime_type, i.file_hash, i.storage_key FROM images i"
+_PUBLIC_COLUMNS = "SELECT i.id, i.mime_type, i.file_hash, i.storage_key FROM images i"
+_IN_PROJECT = (
     " JOIN projects p ON p.id = i.project_id"
     " JOIN organizations o ON o.id = p.organization_id"
     " WHERE o.slug = ? AND p.slug = ? AND "
 )
-_PUBLIC_BY_ID = _PUBLIC_LOOKUP + "i.id = ?"
-_PUBLIC_BY_ALIAS = _PUBLIC_LOOKUP + "i.alias = ?"
+
+
+def public_where(org: str, project: str, ref: str) -> tuple[str, tuple[str, ...]] | None:
+    """The SQL after ``FROM images i`` (and its parameters) that finds the public image
+    ``ref`` (an id or a project alias) of a project by slugs; None: nothing can match."""
+    if ALIAS_RE.fullmatch(ref):
+        return _IN_PROJECT + "i.alias = ?", (org, project, ref)
+    if is_uuid(ref):
+        return _IN_PROJECT + "i.id = ?", (org, project, ref.lower())
+    return None
 
 
 @dataclass(frozen=True)
@@ -195,6 +203,7 @@ class ImageService:
         """Change ``focalPoint`` (``{x, y}`` in 0..1, or null) and/or ``meta`` (replaced)."""
         if focal_point is not ABSENT:
             image.focal_x, image.focal_y = check_focal_point(focal_point)
+            self.cache.evict_image(image.id)  # its cover variants crop elsewhere now
         if meta is not None:
             image.meta = meta
         image.updated_at = self.clock.now_us()
@@ -222,13 +231,10 @@ class ImageService:
         """``(id, mimeType, fileHash, storageKey)`` of a public image, by one raw query.
 
         ``ref`` is an image id or a project alias; anything else finds nothing."""
-        if ALIAS_RE.fullmatch(ref):
-            query, value = _PUBLIC_BY_ALIAS, ref
-        elif is_uuid(ref):
-            query, value = _PUBLIC_BY_ID, ref.lower()
-        else:
+        where = public_where(org, project, ref)
+        if where is None:
             return None
-        row = self.db.execute_sql(query, (org, project, value)).fetchone()
+        row = self.db.execute_sql(_PUBLIC_COLUMNS + where[0], where[1]).fetchone()
         return (row[0], row[1], row[2], row[3]) if row else None
 
     def public_fetch(

@@ -2,9 +2,10 @@
 
 The query is checked by the same rules as a generation's fields and turned into a
 cache key: SHA-256 over project, scope, whitespace-normalised prompt, ratio,
-autoEnhance and template. ``QueryMemo`` remembers what each query string gave (per
-org, project and scope), so a repeat request does no parsing, project lookup or
-hashing.
+autoEnhance and template. Variant parameters (size, fit, format: API.md §12) are
+checked here too but are not part of the key: one generation serves every size.
+``QueryMemo`` remembers what each query string gave (per org, project and scope), so
+a repeat request does no parsing, project lookup or hashing.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from banatie_local.services.generation_request import (
     check_template,
 )
 from banatie_local.services.scopes import check_scope_slug
+from banatie_local.services.variants import VariantRequest, parse_variant
 from banatie_local.text import truth
 
 _PROJECT_LOOKUP: Final = (
@@ -75,6 +77,7 @@ class KnownQuery:
     key: str
     project_id: str
     params: LiveParams
+    variant: VariantRequest | None = None  # size and format: not part of the key
 
 
 @dataclass
@@ -98,7 +101,8 @@ class QueryMemo:
             project_id = self._project_ids.get((org, project))
             if project_id is None:
                 project_id = await self.db.read(self.project_id, org, project)
-            known = KnownQuery(cache_key(project_id, scope, params), project_id, params)
+            variant = parse_variant(arg)
+            known = KnownQuery(cache_key(project_id, scope, params), project_id, params, variant)
             self.known[memo] = known
         return known
 

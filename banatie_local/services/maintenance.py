@@ -16,6 +16,7 @@ from banatie_local.db.models import (
     Flow,
     Generation,
     Image,
+    ImageVariant,
     LiveCacheEntry,
     LiveScope,
     Organization,
@@ -78,8 +79,9 @@ class Maintenance:
         report = OrphanReport()
         stored = set(await self.storage.list_keys(""))
         rows = await self.db.read(_image_keys)
+        variants = await self.db.read(_variant_keys)
         cutoff = time.time() - grace_seconds
-        for key in sorted(stored - rows.keys()):
+        for key in sorted(stored - rows.keys() - variants):
             try:
                 if await self.storage.modified_at(key) < cutoff:
                     report.files_without_rows.append(key)
@@ -156,6 +158,11 @@ def _priced(counts: dict[str, int], prices: dict[str, float]) -> dict[str, Any]:
 
 def _image_keys() -> dict[str, str]:
     return {image.storage_key: image.id for image in Image.select(Image.id, Image.storage_key)}
+
+
+def _variant_keys() -> set[str]:
+    """Stored variants (API.md §12): files with a row, though not an image row."""
+    return {v.storage_key for v in ImageVariant.select(ImageVariant.storage_key)}
 
 
 def _recorded_keys() -> list[str]:

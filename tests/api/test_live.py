@@ -137,8 +137,9 @@ def assert_hit(response: httpx.Response, hits: int | None = None) -> None:
 # ----------------------------------------------------------------- MISS, then HIT
 
 
-def test_miss_then_hit_with_the_offline_provider(app: Running) -> None:
+def test_miss_then_hit_with_the_offline_provider(start_server: Start) -> None:
     """The first request generates (MISS) at 16:9; the next ones answer the same bytes."""
+    app = start_server(live__ip_limit_exempt=[])  # counted, so the limit headers show
     before = time.time()
     first = live(app, "a red fox in the snow", scope="hero")
     assert_miss(first)
@@ -363,7 +364,9 @@ def test_projects_have_separate_caches_and_scopes(start_server: Start) -> None:
 def test_ip_limit_counts_only_misses(start_server: Start) -> None:
     """The third distinct prompt from one address is refused; cached prompts are not."""
     provider = FakeProvider()
-    app = start_server(provider=provider, live__new_generations_per_ip_per_hour=2)
+    app = start_server(
+        live__ip_limit_exempt=[], provider=provider, live__new_generations_per_ip_per_hour=2
+    )
     first = live(app, "prompt one")
     assert_miss(first)
     assert first.headers["x-ratelimit-limit"] == "2"
@@ -392,7 +395,9 @@ def test_ip_limit_counts_only_misses(start_server: Start) -> None:
 def test_ip_limit_holds_under_concurrent_misses(start_server: Start) -> None:
     """Five distinct prompts at once against a limit of 2: two generate, three get 429."""
     provider = FakeProvider(delay=0.3)
-    app = start_server(provider=provider, live__new_generations_per_ip_per_hour=2)
+    app = start_server(
+        live__ip_limit_exempt=[], provider=provider, live__new_generations_per_ip_per_hour=2
+    )
 
     async def main() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=app.url, timeout=30) as client:
@@ -410,6 +415,7 @@ def test_ip_limit_holds_under_concurrent_misses(start_server: Start) -> None:
 def test_forwarded_for_is_believed_only_from_trusted_proxies(start_server: Start) -> None:
     """Behind a trusted proxy the rightmost untrusted X-Forwarded-For address is limited."""
     app = start_server(
+        live__ip_limit_exempt=[],
         provider=FakeProvider(),
         live__new_generations_per_ip_per_hour=1,
         server__trusted_proxies=["127.0.0.1"],
@@ -540,7 +546,9 @@ def test_scope_limit_zero_blocks_the_first_miss(start_server: Start) -> None:
 
 
 def test_scope_refusals_do_not_use_the_ip_budget(start_server: Start) -> None:
-    app = start_server(provider=FakeProvider(), live__new_generations_per_ip_per_hour=1)
+    app = start_server(
+        live__ip_limit_exempt=[], provider=FakeProvider(), live__new_generations_per_ip_per_hour=1
+    )
     app.project("POST", "/api/v1/live/scopes", json={"slug": "zero", "newGenerationsLimit": 0})
     for _ in range(3):
         assert_error(live(app, "a cat", scope="zero"), 429, "SCOPE_GENERATION_LIMIT_EXCEEDED")
@@ -575,7 +583,7 @@ def test_scope_limit_holds_under_concurrent_misses(start_server: Start) -> None:
 def test_concurrent_identical_requests_generate_once(start_server: Start) -> None:
     """Twenty requests for one key: one generation, one MISS, nineteen HITs."""
     provider = FakeProvider(delay=0.5)
-    app = start_server(provider=provider)
+    app = start_server(live__ip_limit_exempt=[], provider=provider)
     responses = concurrent_gets(app, f"{LIVE}/main", {"prompt": "a crowded square"}, 20)
     assert [r.status_code for r in responses] == [200] * 20
     assert len({r.content for r in responses}) == 1
@@ -631,7 +639,9 @@ def test_failed_generation_answers_every_waiter_502_and_caches_nothing(
 def test_keyed_live_generate_uses_the_key_limit(start_server: Start) -> None:
     """The keyed route runs the same pipeline but is counted by the key, not the IP."""
     provider = FakeProvider()
-    app = start_server(provider=provider, live__new_generations_per_ip_per_hour=1)
+    app = start_server(
+        live__ip_limit_exempt=[], provider=provider, live__new_generations_per_ip_per_hour=1
+    )
     assert_miss(live(app, "public one", scope="default"))
     assert_error(live(app, "keyed", scope="default"), 429, "RATE_LIMIT_EXCEEDED")
 

@@ -43,7 +43,7 @@ def ids(app: Running) -> dict[str, str]:
         "flow_id": flow["id"], "ref": image["id"], "slug": "hostile",
         "generation_id": generation["data"]["id"], "key_id": keys[-1]["id"], "alias": "@x",
         "scope": "hostile",
-        "org": "default", "project": "default",
+        "org": "default", "project": "default", "category": "uploads", "filename": "a.png",
     }  # fmt: skip
 
 

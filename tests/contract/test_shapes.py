@@ -73,7 +73,9 @@ def _pair(schema: dict[str, Any], limit: str) -> tuple[Any, Any]:
         item = _valid(schema.get("items", {}))
         return [item] * bound, [item] * (bound + 1)
     if limit == "maxProperties":
-        pattern, value_schema = next(iter(schema.get("patternProperties", {"": {}}).items()))
+        extra = schema.get("additionalProperties")
+        default = {"": extra if isinstance(extra, dict) else {}}
+        pattern, value_schema = next(iter(schema.get("patternProperties", default).items()))
         keys = [_string({"pattern": pattern}, 2) + str(n) for n in range(bound + 1)]
         value = _valid(value_schema)
         return dict.fromkeys(keys[:bound], value), dict.fromkeys(keys, value)

@@ -871,6 +871,8 @@ def test_every_expected_command_exists() -> None:
         ("projects", "create"),
         ("projects", "list"),
         ("projects", "update"),
+        ("projects", "signing-secret"),
+        ("sign-url",),
         ("scopes",),
         ("scopes", "list"),
         ("scopes", "create"),

@@ -209,6 +209,7 @@ class Orphans:
     stray: str
     recorded: str
     temp: Path | None
+    variant: str  # a stored variant of the healthy image: not an orphan
 
 
 @pytest.fixture
@@ -220,6 +221,16 @@ def orphans(run: Run, backend: Backend, data_dir: Path, db_path: Path) -> Orphan
     lost = generated(run, "a red fox in snow")
     healthy = generated(run, "a blue whale at dusk")
     assert backend.store.keys() == {lost["storageKey"], healthy["storageKey"]}
+    variant = f"default/default/var/{healthy['id']}/{uuid.uuid4().hex}"
+    backend.store.put(variant, b"a smaller copy")
+    now = time.time_ns() // 1000
+    execute(
+        db_path,
+        "INSERT INTO image_variants (image_id, variant_key, storage_key, params, mime_type,"
+        " file_size, created_at, used_at) VALUES (?, ?, ?, 'w=1&h=1&format=png', 'image/png',"
+        " 14, ?, ?)",
+        healthy["id"], variant.rsplit("/", 1)[1], variant, now, now,
+    )  # fmt: skip
 
     stray = stray_key()
     backend.store.put(stray, b"no row points here")
@@ -232,7 +243,7 @@ def orphans(run: Run, backend: Backend, data_dir: Path, db_path: Path) -> Orphan
         temp = temp_dir(data_dir) / f"{uuid.uuid4().hex}.part"
         temp.write_bytes(b"half a write")
         age(temp, 3600)  # older than any grace period
-    return Orphans(healthy, lost, stray, recorded, temp)
+    return Orphans(healthy, lost, stray, recorded, temp, variant)
 
 
 def expected_report(orphans: Orphans) -> dict[str, Any]:
@@ -286,7 +297,7 @@ def test_purge_orphans_removes_them_and_keeps_the_healthy_image(
         assert not orphans.temp.exists()
 
     healthy = orphans.healthy
-    assert backend.store.keys() == {healthy["storageKey"]}
+    assert backend.store.keys() == {healthy["storageKey"], orphans.variant}
     data = backend.store.read(healthy["storageKey"])
     assert data is not None
     assert hashlib.sha256(data).hexdigest() == healthy["fileHash"]

@@ -458,6 +458,45 @@ def _put_project(w: World) -> Checks:
     return Checks(later=[changes_only_b])
 
 
+@case("GET", "/api/v1/project/signing-secret")
+def _signing_secret(w: World) -> Checks:
+    def own_secret(w: World) -> None:
+        a = data_of(w.app.project("GET", "/api/v1/project/signing-secret"), 200)["secret"]
+        b = data_of(w.b("GET", "/api/v1/project/signing-secret"), 200)["secret"]
+        assert a != b
+
+    return Checks(now=[own_secret])
+
+
+@case("POST", "/api/v1/project/signing-secret/rotate")
+def _rotate_secret(w: World) -> Checks:
+    def rotates_only_b(w: World) -> None:
+        a = data_of(w.app.project("GET", "/api/v1/project/signing-secret"), 200)["secret"]
+        b = data_of(w.b("GET", "/api/v1/project/signing-secret"), 200)["secret"]
+        rotated = data_of(w.b("POST", "/api/v1/project/signing-secret/rotate"), 200)
+        assert rotated["secret"] not in (a, b)
+        assert data_of(w.app.project("GET", "/api/v1/project/signing-secret"), 200)["secret"] == a
+
+    return Checks(later=[rotates_only_b])
+
+
+@case("POST", "/api/v1/signed-urls")
+def _sign_url(w: World) -> Checks:
+    def only_own_paths(w: World) -> None:
+        for path in (
+            f"/cdn/default/default/img/{w.a_upload}",
+            "/cdn/default/default/live/secret",
+            "/api/images/default/default/uploads/a.png",
+        ):
+            body = {"path": path, "query": {"prompt": "x"}}
+            assert_error(w.b("POST", "/api/v1/signed-urls", json=body), 400, "VALIDATION_ERROR")
+        own = {"path": f"/cdn/other/site/img/{w.b_image}", "query": {}}
+        signed = data_of(w.b("POST", "/api/v1/signed-urls", json=own), 200)
+        assert signed["path"].startswith(f"/cdn/other/site/img/{w.b_image}?sig=")
+
+    return Checks(now=[only_own_paths])
+
+
 @case("POST", "/api/v1/images/upload")
 def _upload(w: World) -> Checks:
     def foreign_flows_refused(w: World) -> None:
@@ -1720,7 +1759,9 @@ def assert_miss(response: httpx.Response) -> None:
 
 def test_forwarded_headers_are_ignored_without_trusted_proxies(start_server: Start) -> None:
     provider = QuickProvider()
-    app = start_server(provider=provider, live__new_generations_per_ip_per_hour=1)
+    app = start_server(
+        provider=provider, live__new_generations_per_ip_per_hour=1, live__ip_limit_exempt=[]
+    )
     assert_miss(live_get(app, "the one allowed miss"))
     spoofs = [
         {"X-Forwarded-For": "203.0.113.7"},
@@ -1747,6 +1788,7 @@ def test_behind_a_trusted_proxy_the_rightmost_untrusted_address_is_limited(
     app = start_server(
         provider=provider,
         live__new_generations_per_ip_per_hour=1,
+        live__ip_limit_exempt=[],
         server__trusted_proxies=["127.0.0.1"],
     )
 
@@ -1818,7 +1860,9 @@ def live_statuses(app: Running, slugs: list[str]) -> list[int]:
 def test_fresh_scope_slugs_spend_the_ip_budget(start_server: Start) -> None:
     """Without a key, a new scope is made only by a miss that spends the per-IP budget;
     with the budget spent, or with new scopes closed, fresh slugs add nothing."""
-    app = start_server(provider=QuickProvider(), live__new_generations_per_ip_per_hour=2)
+    app = start_server(
+        provider=QuickProvider(), live__new_generations_per_ip_per_hour=2, live__ip_limit_exempt=[]
+    )
     slugs = [f"fresh{i}" for i in range(8)]
     assert live_statuses(app, slugs) == [200, 200] + [429] * 6
     assert count(app, "live_scopes") == 2

@@ -27,6 +27,7 @@ from banatie_local.http.auth import services_of
 from banatie_local.http.responses import ok, plain
 from banatie_local.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from banatie_local.services.container import Services
+from banatie_local.services.variants import WRITABLE
 
 
 async def health(request: Request) -> HTTPResponse:
@@ -81,6 +82,7 @@ async def info(request: Request) -> HTTPResponse:
                 "liveNewGenerationsPerIpPerHour": settings.live.new_generations_per_ip_per_hour,
             },
             "formats": list(IMAGE_FORMATS),
+            "variantFormats": list(WRITABLE),
             "aspectRatios": {
                 ratio: {"width": w, "height": h} for ratio, (w, h) in ASPECT_RATIOS.items()
             },

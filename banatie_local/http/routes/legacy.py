@@ -16,7 +16,7 @@ from banatie_local.constants import DEFAULT_API_ASPECT_RATIO, DEFAULT_TEMPLATE
 from banatie_local.errors import NotFoundError, ValidationError
 from banatie_local.http import shapes
 from banatie_local.http.auth import context_of, services_of
-from banatie_local.http.public import public_image
+from banatie_local.http.public import public_image, signed
 from banatie_local.http.responses import legacy_ok
 from banatie_local.http.shapes import responses as out
 from banatie_local.http.validation import check_text, parse_json
@@ -190,9 +190,11 @@ async def published_image(
     request: Request, org: str, project: str, category: str, filename: str
 ) -> HTTPResponse:
     """Image bytes by the name a legacy route published; ``If-None-Match`` answers 304."""
+    verdict = await signed(request, org, project, "image")
+    services = services_of(request)
     missing = f"no image is published as {category}/{filename}."
     if category not in CATEGORIES or not is_filename(filename):
         raise NotFoundError(missing, "IMAGE_NOT_FOUND")  # no such name can exist
-    names = services_of(request).names
+    names = services.names
     key = (org, project, f"{category}/{filename}")
-    return await public_image(request, key, missing, names.fetch, category, filename)
+    return await public_image(request, verdict, key, missing, names.fetch, category, filename)

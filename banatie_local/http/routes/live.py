@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from banatie_local.http.auth import context_of, services_of
-from banatie_local.http.clientip import client_ip
+from banatie_local.http.clientip import limited_client
 from banatie_local.http.prepared import cached_response, etag_matches, prepared
-from banatie_local.services.live import LiveResult
+from banatie_local.http.public import not_modified, signed, variant_entry
+from banatie_local.services.live import KnownQuery, LiveResult
+from banatie_local.services.variant_store import NotModified
 
 
 def respond(request: Request, result: LiveResult, max_age: int) -> HTTPResponse:
@@ -30,24 +34,49 @@ def respond(request: Request, result: LiveResult, max_age: int) -> HTTPResponse:
 
 
 async def live_url(request: Request, org: str, project: str, scope: str) -> HTTPResponse:
-    """Generate once, then serve from cache: ``?prompt=&aspectRatio=&autoEnhance=&template=``."""
+    """Generate once, then serve from cache: ``?prompt=&aspectRatio=&autoEnhance=&template=``,
+    at any size and format (``w``, ``h``, ``fit``, ``format``, ``q``)."""
     services = services_of(request)
     live = services.live
+    query = request.query_string
+    # a required or presented signature is checked before anything else
+    verdict = await signed(request, org, project, "live")
     # the hot path: a repeat query and a cached image cost two dictionary lookups
-    known = live.remembered(org, project, scope, request.query_string)
+    known = live.remembered(org, project, scope, query)
     if known is None:
-        known = await live.known_query(org, project, scope, request.query_string, request.args.get)
+        known = await live.known_query(org, project, scope, query, request.args.get)
     result = live.memory_hit(known.key)
     if result is None:
-        client = client_ip(
-            request.ip,
-            request.headers.get("x-forwarded-for"),
-            services.settings.server.trusted_networks,
-        )
+        # a signed URL's signer authorised the spend; the workstation's own browser
+        # is not a stranger (scope limits still apply to both)
+        client = None if verdict.signed else limited_client(request, services.settings)
         result = await live.resolve(
             (org, project), known.project_id, scope, known.params, known.key, client
         )
-    return respond(request, result, services.settings.cdn.max_age)
+    max_age = verdict.max_age(services.settings.cdn.max_age)
+    if known.variant is not None:
+        return await _live_variant(request, (org, project), known, result, max_age)
+    return respond(request, result, max_age)
+
+
+async def _live_variant(
+    request: Request,
+    slugs: tuple[str, str],
+    known: KnownQuery,
+    result: LiveResult,
+    max_age: int,
+) -> HTTPResponse:
+    """The live image at the size and format asked: one generation serves them all."""
+    assert known.variant is not None
+    want = known.variant.resolve(request.headers.get("accept"))
+    image_id = result.entry.image_id
+    key = ("var", image_id, want.memo)
+    missing = f"image {image_id} does not exist."
+    where = ("WHERE i.id = ?", (image_id,))
+    made = await variant_entry(request, want, key, where, slugs, missing, result.entry)
+    if isinstance(made, NotModified):
+        return not_modified(made.etag, made.image_id, max_age)
+    return respond(request, dataclasses.replace(result, entry=made), max_age)
 
 
 async def live_generate(request: Request) -> HTTPResponse:
@@ -64,4 +93,7 @@ async def live_generate(request: Request) -> HTTPResponse:
         result = await live.resolve(
             slugs, known.project_id, scope, known.params, known.key, None, ctx
         )
-    return respond(request, result, services.settings.cdn.max_age)
+    max_age = services.settings.cdn.max_age
+    if known.variant is not None:
+        return await _live_variant(request, slugs, known, result, max_age)
+    return respond(request, result, max_age)

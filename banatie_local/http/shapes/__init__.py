@@ -38,6 +38,7 @@ from banatie_local.http.shapes.requests import (
     RegenerateScope,
     SetAlias,
     SetFlowAliases,
+    SignUrl,
     UpdateGeneration,
     UpdateImage,
     UpdateProject,
@@ -48,7 +49,7 @@ from banatie_local.http.shapes.requests import (
 __all__ = [
     "REQUESTS", "RESPONSES", "CreateFlow", "CreateGeneration", "CreateKey", "CreateScope",
     "EnhancementOptions", "FocalPoint", "LegacyEnhance", "LegacyGenerate", "LegacyTextToImage",
-    "LegacyUpload", "RegenerateScope", "SetAlias", "SetFlowAliases",
-    "Shape", "UpdateGeneration", "UpdateImage", "UpdateProject", "UpdateScope", "Upload",
+    "LegacyUpload", "RegenerateScope", "SetAlias", "SetFlowAliases", "Shape",
+    "SignUrl", "UpdateGeneration", "UpdateImage", "UpdateProject", "UpdateScope", "Upload",
     "component_schemas", "decode", "refusal", "validate",
 ]  # fmt: skip

@@ -37,6 +37,7 @@ from banatie_local.http.shapes.requests import (
     RegenerateScope,
     SetAlias,
     SetFlowAliases,
+    SignUrl,
     UpdateGeneration,
     UpdateImage,
     UpdateProject,
@@ -64,6 +65,8 @@ from banatie_local.http.shapes.responses import (
     Scope,
     ScopeRegenerated,
     ScopeWithImages,
+    SignedUrl,
+    SigningSecretOut,
 )
 from banatie_local.http.validation import parse_json
 
@@ -71,13 +74,13 @@ REQUESTS: Final = (
     CreateKey, UpdateProject, UpdateImage, SetAlias, CreateGeneration, UpdateGeneration,
     CreateFlow, SetFlowAliases, CreateScope, UpdateScope, RegenerateScope, Upload,
     LegacyGenerate, LegacyTextToImage, LegacyUpload, LegacyEnhance,
-    OpenAiGenerate, OpenAiEdit, OpenAiVariation,
+    OpenAiGenerate, OpenAiEdit, OpenAiVariation, SignUrl,
 )  # fmt: skip
 RESPONSES: Final = (
     Pagination, Error, IdOnly, Health, Info, BootstrapKey, ApiKey, CreatedApiKey, RevokedKey,
     Project, Image, Generation, Flow, Scope, ScopeWithImages, ScopeRegenerated,
     LegacyError, LegacyGenerated, LegacyUploaded, LegacyEnhanced,
-    OpenAiImages, OpenAiModel, OpenAiModelList, OpenAiError,
+    OpenAiImages, OpenAiModel, OpenAiModelList, OpenAiError, SigningSecretOut, SignedUrl,
 )  # fmt: skip
 # The document's historical names for two shapes whose class names would shadow builtins.
 _RENAMED: Final = {"IdOnly": "Id"}

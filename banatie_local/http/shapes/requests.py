@@ -15,6 +15,7 @@ from banatie_local.constants import (
     MAX_KEY_NAME_LENGTH,
     MAX_LEGACY_REFERENCES,
     MAX_PROMPT_LENGTH,
+    MAX_SIGNED_URL_SECONDS,
 )
 from banatie_local.http.shapes.base import (
     Alias,
@@ -44,6 +45,20 @@ class CreateKey(Shape):
 class UpdateProject(Shape):
     allow_new_live_scopes: bool | None = None
     new_live_scopes_generation_limit: Limit | None = None
+    signed_urls: Literal["off", "live", "all"] | None = None
+
+
+SignedQueryValue = Annotated[str, StringConstraints(max_length=MAX_PROMPT_LENGTH * 2)]
+
+
+class SignUrl(Shape):
+    """A public path of the key's project and its query, to sign (API.md §13)."""
+
+    path: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    query: Annotated[dict[str, SignedQueryValue], Field(max_length=32)] = Field(
+        default_factory=dict
+    )
+    expires_in: Annotated[int, Field(ge=1, le=MAX_SIGNED_URL_SECONDS)] | None = None
 
 
 class FocalPoint(Shape):

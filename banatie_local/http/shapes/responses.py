@@ -60,6 +60,7 @@ class Info(Shape):
     storage: str | None = None
     limits: dict[str, Any]
     formats: list[str]
+    variant_formats: list[str] = Field(default_factory=list)
     aspect_ratios: dict[str, Any]
     templates: list[str]
 
@@ -100,8 +101,22 @@ class Project(Shape):
     name: str | None = None
     allow_new_live_scopes: bool
     new_live_scopes_generation_limit: int
+    signed_urls: Literal["off", "live", "all"] = "off"
     created_at: Time | None = None
     updated_at: Time | None = None
+
+
+class SigningSecretOut(Shape):
+    """The project's signing secret: 64 hex digits, the HMAC key is the 32 bytes."""
+
+    secret: str
+    previous_valid_until: Time | None = None
+
+
+class SignedUrl(Shape):
+    url: str
+    path: str
+    expires_at: Time | None = None
 
 
 class FocalPointOut(Shape):
