@@ -13,6 +13,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -104,8 +105,9 @@ class StorageSettings:
 class GenerationSettings:
     provider: str = setting(
         "auto",
-        "auto (gemini if a key is set, else offline), gemini or offline",
-        choices=("auto", "gemini", "offline"),
+        "auto (gemini if its key is set, else openai if its key is set, else offline), "
+        "gemini, openai or offline",
+        choices=("auto", "gemini", "openai", "offline"),
     )
     gemini_api_key: str = setting("", "Gemini API key; also read from GEMINI_API_KEY", secret=True)
     gemini_base_url: str = setting("", "Override the Gemini endpoint (proxies, tests)")
@@ -114,6 +116,24 @@ class GenerationSettings:
         0.039, "Estimated USD per Gemini image, for /metrics and stats", minimum=0, maximum=100
     )
     text_model: str = setting("gemini-2.5-flash", "Gemini model that enhances prompts")
+    openai_api_key: str = setting(
+        "", "Key of the openai provider; also read from OPENAI_API_KEY", secret=True
+    )
+    openai_base_url: str = setting(
+        "https://api.openai.com/v1",
+        "Base URL of the openai provider: OpenAI or any OpenAI-compatible server (LocalAI, ...)",
+    )
+    openai_model: str = setting("gpt-image-2", "Model that draws images on the openai provider")
+    openai_text_model: str = setting(
+        "", 'Chat model that enhances prompts on the openai provider; "" = the offline rewrite'
+    )
+    openai_sizes: tuple[str, ...] = setting(
+        ("1024x1024", "1536x1024", "1024x1536"),
+        "Sizes (WxH) the openai provider asks for; each aspect ratio gets the nearest",
+    )
+    openai_price_per_image: float = setting(
+        0.04, "Estimated USD per openai image, for /metrics and stats", minimum=0, maximum=100
+    )
     timeout_seconds: float = setting(
         120.0, "Seconds allowed for one provider call", minimum=1, maximum=3600
     )
@@ -121,6 +141,15 @@ class GenerationSettings:
     retry_backoff_seconds: float = setting(
         1.0, "First retry delay; each later retry waits twice as long", minimum=0, maximum=60
     )
+
+    @cached_property
+    def openai_size_table(self) -> tuple[tuple[int, int], ...]:
+        """``openai_sizes`` as ``(width, height)`` pairs, parsed on first use
+        (``load_settings`` asks, so a bad entry stops startup) and kept."""
+        sizes = tuple(_size(entry) for entry in self.openai_sizes)
+        if not sizes:
+            raise ConfigError("setting generation.openai_sizes must list at least one size.")
+        return sizes
 
 
 @dataclass(frozen=True)
@@ -193,6 +222,26 @@ class LogSettings:
     level: str = setting("info", "Log level", choices=("debug", "info", "warning", "error"))
 
 
+@dataclass(frozen=True)
+class UploadSettings:
+    strip_metadata: bool = setting(
+        True,
+        "Remove EXIF (GPS above all), XMP, IPTC and comments from uploads before they are"
+        " stored and served; the orientation is applied first, the colour profile kept",
+    )
+
+
+@dataclass(frozen=True)
+class MetadataSettings:
+    embed_prompt: bool = setting(
+        True, "Write the prompt into the provenance metadata of generated images"
+    )
+    c2pa_certificate: str = setting(
+        "", "PEM certificate chain that signs a C2PA manifest into generated images (optional)"
+    )
+    c2pa_private_key: str = setting("", "PEM private key file of c2pa_certificate")
+
+
 SECTIONS: dict[str, type] = {
     "server": ServerSettings,
     "storage": StorageSettings,
@@ -200,6 +249,8 @@ SECTIONS: dict[str, type] = {
     "limits": LimitsSettings,
     "live": LiveSettings,
     "cdn": CdnSettings,
+    "uploads": UploadSettings,
+    "metadata": MetadataSettings,
     "database": DatabaseSettings,
     "log": LogSettings,
 }
@@ -217,6 +268,8 @@ class Settings:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
     cdn: CdnSettings = field(default_factory=CdnSettings)
+    uploads: UploadSettings = field(default_factory=UploadSettings)
+    metadata: MetadataSettings = field(default_factory=MetadataSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -251,7 +304,9 @@ class Settings:
         """The provider that ``generation.provider`` selects."""
         choice = self.generation.provider
         if choice == "auto":
-            return "gemini" if self.generation.gemini_api_key else "offline"
+            if self.generation.gemini_api_key:
+                return "gemini"
+            return "openai" if self.generation.openai_api_key else "offline"
         return choice
 
 
@@ -383,9 +438,26 @@ def _network(entry: str, name: str) -> Network:
         ) from None
 
 
+def _size(entry: str) -> tuple[int, int]:
+    match = re.fullmatch(r"([0-9]{1,4})x([0-9]{1,4})", entry.strip().lower())
+    if match and all(0 < int(side) <= 8192 for side in match.groups()):
+        return int(match.group(1)), int(match.group(2))
+    raise ConfigError(
+        f"setting generation.openai_sizes has {entry!r}, which is not a size WIDTHxHEIGHT "
+        "such as 1024x1024."
+    )
+
+
 def _check_cross_fields(settings: Settings) -> None:
     _ = settings.server.trusted_networks  # parsed once, here: a bad entry stops startup
     _ = settings.live.exempt_networks
+    _ = settings.generation.openai_size_table
+    openai_url = settings.generation.openai_base_url
+    if not openai_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            "setting generation.openai_base_url must start with http:// or https://, "
+            f"got {openai_url!r}."
+        )
     url = settings.server.public_base_url
     if url and not url.startswith(("http://", "https://")):
         raise ConfigError(
@@ -453,6 +525,14 @@ def _toml_values(doc: dict[str, Any], path: Path) -> dict[str, Any]:
     return values
 
 
+# Provider keys also read from the variables their own SDKs and tools use; the
+# BANATIE_GENERATION_* variables win over these.
+PLAIN_KEY_VARS: dict[str, str] = {
+    "generation.gemini_api_key": "GEMINI_API_KEY",
+    "generation.openai_api_key": "OPENAI_API_KEY",
+}
+
+
 def load_settings(
     config_file: str | os.PathLike[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
@@ -468,8 +548,8 @@ def load_settings(
     values = _toml_values(_read_toml(path), path) if path else {}
     for spec in settings_table():
         raw = env.get(spec.env_var)
-        if raw is None and spec.name == "generation.gemini_api_key":
-            raw = env.get("GEMINI_API_KEY") or None
+        if raw is None and spec.name in PLAIN_KEY_VARS:
+            raw = env.get(PLAIN_KEY_VARS[spec.name]) or None
         if raw is not None:
             values[spec.name] = _coerce(spec, _from_text(spec, raw), f"from {spec.env_var}")
     specs = {spec.name: spec for spec in settings_table()}

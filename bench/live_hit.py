@@ -102,25 +102,34 @@ def serve_baseline(port: int, path: str, workers: int) -> None:
     Sanic.serve(primary=app, app_loader=loader)
 
 
-def serve_app(port: int, data_dir: str, cache_mb: int, database_url: str = "") -> None:
-    from banatie_local.config import load_settings
-    from banatie_local.http import create_app
+def fixed_provider(data: bytes, name: str = "fixed", suffix: str = "") -> Any:
+    """A provider answering ``data`` (a PNG) at once for every prompt; its enhancement
+    appends ``suffix``. Shared by the benchmarks that start banatie-local."""
     from banatie_local.providers.base import GeneratedImage, ReferenceImage, measure
-    from banatie_local.services.container import initialize, open_services
 
-    data = image()
     width, height = measure(data)
+    label = name
 
     class FixedProvider:
-        name = "fixed"
+        name = label
 
         async def generate(
             self, prompt: str, aspect_ratio: str, references: list[ReferenceImage]
         ) -> GeneratedImage:
-            return GeneratedImage(data, "image/png", width, height, "fixed")
+            return GeneratedImage(data, "image/png", width, height, name)
 
         async def enhance(self, prompt: str, template: str) -> str:
-            return prompt
+            return prompt + suffix
+
+    return FixedProvider()
+
+
+def serve_app(port: int, data_dir: str, cache_mb: int, database_url: str = "") -> None:
+    from banatie_local.config import load_settings
+    from banatie_local.http import create_app
+    from banatie_local.services.container import initialize, open_services
+
+    data = image()
 
     settings = load_settings(
         data_dir=data_dir,
@@ -132,7 +141,7 @@ def serve_app(port: int, data_dir: str, cache_mb: int, database_url: str = "") -
             "log.level": "warning",
         },
     )
-    services = open_services(settings, provider=FixedProvider())
+    services = open_services(settings, provider=fixed_provider(data))
     initialize(services)
     print("ready", flush=True)
     create_app(settings, services).run(

@@ -231,7 +231,7 @@ def app(start_server: Callable[..., Running]) -> Running:
 def run_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Result]:
     """Run the CLI in-process with no host settings; returns the Click result."""
     for name in list(os.environ):
-        if name.startswith("BANATIE_") or name == "GEMINI_API_KEY":
+        if name.startswith("BANATIE_") or name in ("GEMINI_API_KEY", "OPENAI_API_KEY"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()

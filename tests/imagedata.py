@@ -88,3 +88,10 @@ def truncated_png() -> bytes:
 def corrupt_jpeg() -> bytes:
     """A JPEG signature and header followed by bytes that are no JPEG structure."""
     return b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4
+
+
+def pixels(data: bytes) -> tuple[tuple[int, int], bytes]:
+    """An image's size and RGBA pixels: what two files share when only their metadata
+    differs (a generated file carries its own ids, API.md §14)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size, image.convert("RGBA").tobytes()

@@ -51,7 +51,7 @@ class Pair:
 
 
 def _env() -> dict[str, str]:
-    ours = ("BANATIE_", "GEMINI_API_KEY")
+    ours = ("BANATIE_", "GEMINI_API_KEY", "OPENAI_API_KEY")
     return {k: v for k, v in os.environ.items() if not k.startswith(ours)}
 
 

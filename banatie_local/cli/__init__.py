@@ -15,6 +15,7 @@ from banatie_local.cli.db import db
 from banatie_local.cli.generate import generate
 from banatie_local.cli.keys import keys
 from banatie_local.cli.maintenance import purge, stats
+from banatie_local.cli.mcp import mcp_command
 from banatie_local.cli.projects import projects, sign_url
 from banatie_local.cli.scopes import scopes
 from banatie_local.cli.serve import init, serve
@@ -42,6 +43,7 @@ def version(as_json: bool) -> None:
 
 for command in (
     init, serve, keys, projects, scopes, purge, stats, generate, db, sign_url, version,
+    mcp_command,
 ):  # fmt: skip
     cli.add_command(command)
 

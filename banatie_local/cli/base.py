@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -87,6 +90,48 @@ def opened(overrides: dict[str, Any] | None = None) -> Iterator[Services]:
         yield services
     finally:
         services.close()
+
+
+def shows_progress(as_json: bool) -> bool:
+    """Progress goes to stderr only when a person watches it: a terminal, no --json."""
+    return not as_json and sys.stderr.isatty()
+
+
+@contextmanager
+def progressbar(length: int, label: str, as_json: bool) -> Iterator[Callable[[int], object]]:
+    """``click.progressbar`` on stderr, hidden unless ``shows_progress``; yields its
+    ``update``."""
+    with click.progressbar(
+        length=max(length, 0), label=label, file=sys.stderr, hidden=not shows_progress(as_json)
+    ) as bar:
+        yield bar.update
+
+
+@contextmanager
+def spinner(label: str, as_json: bool) -> Iterator[None]:
+    """A spinner with the seconds spent, on stderr, for one long call whose progress
+    cannot be counted (a provider call); nothing unless ``shows_progress``."""
+    if not shows_progress(as_json):
+        yield
+        return
+    done = threading.Event()
+    started = time.monotonic()
+
+    def spin() -> None:
+        for frame in itertools.cycle("|/-\\"):
+            if done.wait(0.1):
+                break
+            elapsed = time.monotonic() - started
+            click.echo(f"\r{frame} {label} {elapsed:4.0f} s", nl=False, err=True)
+
+    thread = threading.Thread(target=spin, name="spinner", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        click.echo("\r\033[K", nl=False, err=True)  # the line cleared
 
 
 def emit_json(value: Any) -> None:

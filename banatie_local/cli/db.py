@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from banatie_local.cli.base import AppGroup, common_options, emit_json, json_option, load
+from banatie_local.cli.base import (
+    AppGroup,
+    common_options,
+    emit_json,
+    json_option,
+    load,
+    progressbar,
+)
 from banatie_local.db.migrations import LATEST_VERSION
 from banatie_local.services import dbcopy
 from banatie_local.services.container import upgrade_schema
@@ -58,11 +63,8 @@ def copy(to: str, batch_size: int, as_json: bool) -> None:
     settings = load()
     with dbcopy.opened(settings, to) as (source, target):
         total = dbcopy.total_rows(source)
-        show = sys.stderr.isatty() and not as_json
-        with click.progressbar(
-            length=total, label="Copying rows", file=sys.stderr, hidden=not show
-        ) as bar:
-            report = dbcopy.copy_database(source, target, to, batch_size, bar.update)
+        with progressbar(total, "Copying rows", as_json) as tick:
+            report = dbcopy.copy_database(source, target, to, batch_size, tick)
     if as_json:
         emit_json(
             {"target": dbcopy.redacted(to), "rows": report.rows, "checksums": report.checksums}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from functools import partial
 from pathlib import Path
 
 import click
 
-from banatie_local.cli.base import common_options, emit_json, json_option, opened
+from banatie_local.cli.base import common_options, emit_json, json_option, opened, spinner
 from banatie_local.constants import (
     ASPECT_RATIOS,
     DEFAULT_API_ASPECT_RATIO,
@@ -52,6 +53,8 @@ def generate(
     Uses the configured provider (offline unless a Gemini key is set). Exits 1 if
     the generation fails; the failed record stays, as it would over the API.
     """
+    if output:
+        check_writable(Path(output))  # before a generation is spent
     with opened() as services:
         ref = services.projects.get(*parse_project_path(project_path))
         ctx = Context(ref.organization, ref.project)
@@ -63,7 +66,8 @@ def generate(
             auto_enhance=not no_enhance,
             template=template,
         )
-        generation = asyncio.run(services.generations.create(ctx, request, wait=True))
+        with spinner(f"generating with {services.provider.name}", as_json):
+            generation = asyncio.run(services.generations.create(ctx, request, wait=True))
         base = services.settings.public_base_url
         present = partial(
             presenters.image,
@@ -93,3 +97,17 @@ def generate(
             f"({image['width']}x{image['height']}, {data['meta'].get('provider')})"
         )
         click.echo(output if output else image["storageUrl"])
+
+
+def check_writable(path: Path) -> None:
+    """Refuse an ``-o`` that cannot be written, in one sentence, before anything is spent."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        why = "it is a folder"
+    elif not folder.is_dir():
+        why = f"the folder {folder} does not exist"
+    elif not os.access(path if path.exists() else folder, os.W_OK):
+        why = "it is not writable"
+    else:
+        return
+    raise click.ClickException(f"{path} cannot be written ({why}); nothing was generated.")

@@ -12,6 +12,7 @@ from banatie_local.cli.base import (
     emit_json,
     json_option,
     opened,
+    progressbar,
     project_ref,
 )
 from banatie_local.services.maintenance import GRACE_SECONDS
@@ -44,7 +45,8 @@ def purge_cache(scope_slug: str | None, project_path: str | None, as_json: bool)
             if scope_slug:
                 scope_id = services.scopes.get(ref.project.id, scope_slug).id
         entries = services.maintenance.cache_entries(project_id, scope_id)
-        asyncio.run(services.live.purge(entries))
+        with progressbar(len(entries), "Purging", as_json) as tick:
+            asyncio.run(services.live.purge(entries, tick))
     if as_json:
         emit_json({"purged": len(entries)})
     else:
@@ -68,7 +70,8 @@ def purge_orphans(dry_run: bool, grace: float, as_json: bool) -> None:
     with opened() as services:
         report = asyncio.run(services.maintenance.find_orphans(grace))
         if not dry_run:
-            asyncio.run(services.maintenance.purge_orphans(report))
+            with progressbar(report.file_count, "Removing", as_json) as tick:
+                asyncio.run(services.maintenance.purge_orphans(report, tick))
     if as_json:
         emit_json(report.to_dict())
         return

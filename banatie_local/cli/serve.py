@@ -102,6 +102,8 @@ def serve(host: str | None, port: int | None, workers: int | None, no_keys: bool
         f"(provider: {settings.provider_name}, storage: {services.storage.name}, "
         f"data: {settings.data_dir}" + (f", workers: {count})" if count > 1 else ")")
     )
+    base = settings.public_base_url
+    click.echo(f"  gallery:  {base}/\n  API docs: {base}/docs")
     try:
         if count == 1:
             _serve_one(settings, services)

@@ -31,11 +31,13 @@ from banatie_local.http.routes import (
     cdn,
     docs,
     flows,
+    gallery,
     generations,
     health,
     images,
     legacy,
     live,
+    mcp,
     openai,
     project,
     scopes,
@@ -55,6 +57,8 @@ ROUTES: Final[list[tuple[str, str, str, Handler]]] = [
     ("public", "GET", "/api/v1/openapi.json", docs.openapi_document),
     ("public", "GET", "/docs", docs.docs_page),
     ("public", "GET", "/docs/<asset:str>", docs.docs_asset),
+    ("public", "GET", "/", gallery.gallery_page),
+    ("public", "GET", "/gallery/<asset:str>", gallery.gallery_asset),
     ("public", "POST", "/api/bootstrap/initial-key", admin.initial_key),
     ("master", "POST", "/api/admin/keys", admin.create_key),
     ("master", "GET", "/api/admin/keys", admin.list_keys),
@@ -124,6 +128,8 @@ ROUTES: Final[list[tuple[str, str, str, Handler]]] = [
     ("project", "POST", "/v1/images/variations", openai.variation),
     ("project", "GET", "/v1/models", openai.list_models),
     ("project", "GET", "/v1/models/<model_id:str>", openai.get_model),
+    # the MCP door for AI agents (streamable HTTP; the tools are in mcp_door.py)
+    ("project", "POST", "/mcp", mcp.mcp_endpoint),
 ]
 
 _GUARDS: Final[dict[str, Callable[..., Awaitable[None]] | None]] = {
@@ -246,6 +252,7 @@ def create_app(
     app.ctx.services = services
     app.ctx.openapi_text = docs.document_text(build_document(ROUTES))
     errors.install(app)
+    mcp.install(app)
     _add_routes(app)
     if services.metrics is not None:
         _count_requests(app, services.metrics)

@@ -46,7 +46,25 @@ TIME: Final = {"type": "string", "format": "date-time"}
 UUID: Final = {"type": "string", "format": "uuid"}
 META: Final = {"type": "object", "additionalProperties": True}
 
-SCHEMAS: Final[JSON] = component_schemas()
+# POST /mcp speaks JSON-RPC 2.0 (the Model Context Protocol): its bodies and answers
+# are the protocol's, and what the MCP SDK refuses itself (a malformed message, an
+# Accept without JSON) is a JSON-RPC error beside our envelope.
+MCP_SCHEMAS: Final[JSON] = {
+    "McpMessage": obj(
+        {"jsonrpc": {"enum": ["2.0"]},
+         "id": {"anyOf": [STR, INT], "description": "absent in a notification"},
+         "method": {"type": "string", "description": "initialize, tools/list, tools/call, ..."},
+         "params": META},
+        ["jsonrpc", "method"],
+    ) | {"title": "McpMessage", "description": "One JSON-RPC 2.0 message of the Model Context Protocol"},
+    "McpAnswer": obj(
+        {"jsonrpc": {"enum": ["2.0"]}, "id": {"anyOf": [STR, INT, {"type": "null"}]},
+         "result": {"type": "object"},
+         "error": obj({"code": INT, "message": STR, "data": {}}, ["code", "message"])},
+        ["jsonrpc"],
+    ) | {"title": "McpAnswer", "description": "The JSON-RPC 2.0 answer: a result or an error"},
+}  # fmt: skip
+SCHEMAS: Final[JSON] = component_schemas() | MCP_SCHEMAS
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,7 @@ class Op:
     page_images: bool = False  # scope get: top-level pagination describes data.images
     legacy: bool = False  # a pre-v1 route: a flat message beside data and error
     openai: bool = False  # the OpenAI door: OpenAI's error shape
+    mcp: bool = False  # the MCP door: JSON-RPC; 202 without a body; SDK errors in JSON-RPC
     content: str = "application/json"
     extra: JSON = field(default_factory=dict)
 
@@ -84,6 +103,8 @@ OPERATIONS: Final[dict[tuple[str, str], Op]] = {
     ("GET", "/api/v1/openapi.json"): Op("system", raw="OpenApi"),
     ("GET", "/docs"): Op("system", content="text/html"),
     ("GET", "/docs/<asset:str>"): Op("system", content="application/octet-stream", errors=(404,)),
+    ("GET", "/"): Op("system", content="text/html"),
+    ("GET", "/gallery/<asset:str>"): Op("system", content="application/octet-stream", errors=(404,)),
     ("POST", "/api/bootstrap/initial-key"): Op("keys", 201, "BootstrapKey", errors=(403,)),
     ("POST", "/api/admin/keys"): Op("keys", 201, "CreatedApiKey", body="CreateKey", errors=(400, 401, 403)),
     ("GET", "/api/admin/keys"): Op("keys", returns="ApiKey", many=True, query=PAGED, errors=(400, 401, 403)),
@@ -136,6 +157,7 @@ OPERATIONS: Final[dict[tuple[str, str], Op]] = {
     ("POST", "/v1/images/variations"): Op("openai", raw="OpenAiImages", body="OpenAiVariation", multipart=True, openai=True, errors=(*V1, 413, 415, 502, 503)),
     ("GET", "/v1/models"): Op("openai", raw="OpenAiModelList", openai=True, errors=V1),
     ("GET", "/v1/models/<model_id:str>"): Op("openai", raw="OpenAiModel", openai=True, errors=(*V1, 404)),
+    ("POST", "/mcp"): Op("mcp", raw="McpAnswer", body="McpMessage", mcp=True, extra_ok=(202,), errors=(*V1, 406, 415)),
 }  # fmt: skip
 
 QUERY: Final[dict[str, JSON]] = {
@@ -212,7 +234,10 @@ def _responses(op: Op, access: str) -> JSON:
                 "description": "accepted" if status == 202 else "unhealthy",
                 "content": {"application/json": {"schema": schema}},
             }
-    error = {"content": {"application/json": {"schema": ref(_error_schema(op))}}}
+    if op.mcp:
+        responses["202"] = {"description": "a notification or a response, accepted (no body)"}
+    refusal = {"anyOf": [ref("Error"), ref("McpAnswer")]} if op.mcp else ref(_error_schema(op))
+    error = {"content": {"application/json": {"schema": refusal}}}
     codes = set(op.errors) | ({405, 413} if access != "public" or op.body else set())
     if op.query:
         codes.add(431)  # a query string past the 16 KB the server reads (HEADERS_TOO_LARGE)
@@ -251,7 +276,8 @@ def _operation(method: str, path: str, access: str, handler: Callable[..., Any])
                                     "SetFlowAliases", "UpdateProject", "UpdateGeneration",
                                     "UpdateScope", "CreateKey", "LegacyGenerate",
                                     "LegacyTextToImage", "LegacyUpload", "LegacyEnhance",
-                                    "OpenAiGenerate", "OpenAiEdit", "OpenAiVariation"),
+                                    "OpenAiGenerate", "OpenAiEdit", "OpenAiVariation",
+                                    "McpMessage"),
             "content": {media: {"schema": ref(op.body)}},
         }  # fmt: skip
     return operation
@@ -263,6 +289,9 @@ TAG_NOTES: Final = {
     "public": "No key: image bytes for pages (live URLs and the CDN).",
     "openai": "The OpenAI Images API: point an OpenAI client's base URL at /v1 and give it "
     "a project key (Authorization: Bearer). Errors use OpenAI's shape.",
+    "mcp": "The Model Context Protocol door for AI agents: point an MCP client (streamable "
+    "HTTP) at /mcp with a project key. Stateless: each POST is one JSON-RPC exchange, "
+    "answered as JSON; GET (an event stream) is not offered.",
 }
 
 

@@ -67,27 +67,50 @@ class _PreparedResponse(HTTPResponse):
     """An ``HTTPResponse`` whose fixed headers arrive already encoded; only the few
     per-request headers (cache status, hit count, Sanic's own) are encoded here."""
 
-    __slots__ = ("_lease", "_wire")
+    __slots__ = ("_lease", "_own", "_wire")
 
-    def __init__(self, entry: CachedImage, ready: PreparedHeaders, headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        entry: CachedImage,
+        ready: PreparedHeaders,
+        headers: dict[str, str] | None,
+        own: Wire,
+    ) -> None:
         super().__init__(entry.data, headers=headers, content_type=entry.content_type)
         self._wire = ready.wire
+        self._own = own
         self._lease = entry.lease  # a lent buffer stays lent until the body is sent
 
     @property
     def processed_headers(self) -> Iterator[tuple[bytes, bytes]]:
         yield from self._wire
+        yield from self._own
         clean = self._sanitize_header_value
         for name, value in self.headers.items():
             yield clean(name).encode("ascii"), clean(f"{value}").encode()
 
 
+Wire = tuple[tuple[bytes, bytes], ...]
+
+
 def cached_response(
-    entry: CachedImage, ready: PreparedHeaders, headers: dict[str, str] | None = None
+    entry: CachedImage,
+    ready: PreparedHeaders,
+    headers: dict[str, str] | None = None,
+    own: Wire = (),
 ) -> HTTPResponse:
     """The entry's bytes with its prepared headers, plus ``headers`` (plain ASCII,
-    made by us)."""
-    return _PreparedResponse(entry, ready, headers or {})
+    made by us) and ``own``: headers already encoded (lower-case names, values we
+    made from digits and constants, so nothing to sanitize)."""
+    return _PreparedResponse(entry, ready, headers, own)
+
+
+HIT_STATUS: Final = (b"x-cache-status", b"HIT")
+
+
+def hit_headers(count: int) -> Wire:
+    """A live HIT's per-request headers, encoded without a dictionary."""
+    return HIT_STATUS, (b"x-cache-hit-count", b"%d" % count)
 
 
 def etag_matches(header: str | None, etag: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from cachetools import LRUCache
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
@@ -19,7 +20,7 @@ from banatie_local.services.imagecache import CachedImage
 from banatie_local.services.images import public_where
 from banatie_local.services.signing import UNSIGNED, Verdict
 from banatie_local.services.variant_store import NotModified
-from banatie_local.services.variants import VariantRequest
+from banatie_local.services.variants import VariantRequest, parse_variant
 
 
 async def signed(request: Request, org: str, project: str, kind: str) -> Verdict:
@@ -32,6 +33,22 @@ async def signed(request: Request, org: str, project: str, kind: str) -> Verdict
     if signing.quick_pass(org, project, query, kind):
         return UNSIGNED
     return await signing.check(org, project, request.path, query, kind)
+
+
+_VARIANTS: LRUCache[str, VariantRequest | None] = LRUCache(maxsize=10_000)
+
+
+def variant_of(request: Request) -> VariantRequest | None:
+    """The variant an image URL's query asks for (None: the stored image), read once
+    per distinct query string; a bad parameter is a 400 naming it."""
+    query = request.query_string
+    if not query:
+        return None
+    if query in _VARIANTS:
+        return _VARIANTS[query]
+    want = parse_variant(request.args.get)
+    _VARIANTS[query] = want
+    return want
 
 
 def not_modified(etag: str, image_id: str, max_age: int) -> HTTPResponse:

@@ -20,11 +20,16 @@ __all__ = [
 
 
 def create_provider(settings: Settings) -> ImageProvider:
-    """The provider ``generation.provider`` selects (``auto``: gemini with a key)."""
+    """The provider ``generation.provider`` selects (``auto``: gemini with its key, else
+    openai with its key, else offline)."""
     if settings.provider_name == "gemini":
         from banatie_local.providers.gemini import GeminiProvider
 
         return GeminiProvider(settings.generation)
+    if settings.provider_name == "openai":
+        from banatie_local.providers.openai import OpenAiProvider
+
+        return OpenAiProvider(settings.generation)
     from banatie_local.providers.offline import OfflineProvider
 
     return OfflineProvider()

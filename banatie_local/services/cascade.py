@@ -22,7 +22,7 @@ and logged, and the delete still succeeds.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from banatie_local.clock import Clock
 from banatie_local.db.boundary import Database
@@ -39,6 +39,8 @@ from banatie_local.services.imagecache import ImageCache
 from banatie_local.storage import Storage
 
 log = logging.getLogger(__name__)
+
+Tick = Callable[[int], object]  # told of each step done (a progress bar's update)
 
 
 class Cascade:
@@ -121,9 +123,12 @@ class Cascade:
 
     # ------------------------------------------------------ file half (after commit)
 
-    async def remove_files(self, keys: list[str]) -> None:
-        """Remove stored files, recording any that would not go."""
+    async def remove_files(self, keys: list[str], tick: Tick | None = None) -> None:
+        """Remove stored files, recording any that would not go; ``tick(1)`` after each
+        (a progress bar's ``update``)."""
         for key in keys:
+            if tick is not None:
+                tick(1)
             try:
                 await self.storage.delete(key)
             except Exception as exc:  # the row is gone; keep the key for purge
@@ -144,8 +149,11 @@ class Cascade:
     async def delete_generation(self, generation: Generation) -> None:
         await self.remove_files(await self.db.write(self.delete_generation_rows, [generation]))
 
-    async def delete_live_entries(self, entries: list[LiveCacheEntry]) -> None:
-        await self.remove_files(await self.db.write(self.delete_live_entry_rows, entries))
+    async def delete_live_entries(
+        self, entries: list[LiveCacheEntry], tick: Tick | None = None
+    ) -> None:
+        keys = await self.db.write(self.delete_live_entry_rows, entries)
+        await self.remove_files(keys, tick)
 
     async def delete_scope(self, scope: LiveScope) -> list[str]:
         """Delete a scope with its entries and unaliased images; return its cache keys."""

@@ -12,6 +12,7 @@ from banatie_local.db.connection import open_database, upgrade_database
 from banatie_local.metrics import Metrics
 from banatie_local.providers import ImageProvider, create_provider
 from banatie_local.services.aliases import AliasService
+from banatie_local.services.c2pa_signing import load_signer
 from banatie_local.services.cascade import Cascade
 from banatie_local.services.flows import FlowService
 from banatie_local.services.generations import GenerationService
@@ -22,6 +23,7 @@ from banatie_local.services.keys import KeyService
 from banatie_local.services.legacy import LegacyService
 from banatie_local.services.live import HitCounter, LiveService
 from banatie_local.services.maintenance import Maintenance
+from banatie_local.services.marking import Marker
 from banatie_local.services.openai_door import OpenAiImages
 from banatie_local.services.owner import owner_id
 from banatie_local.services.projects import DEFAULT_SLUG, ProjectService
@@ -68,6 +70,16 @@ class Services:
             self.metrics.close()
 
 
+def marker_for(settings: Settings) -> Marker:
+    """How generated files are marked: the prompt or not, and a C2PA signer when a
+    certificate is configured (a bad one stops startup with one sentence)."""
+    found = settings.metadata
+    signer = None
+    if found.c2pa_certificate or found.c2pa_private_key:
+        signer = load_signer(found.c2pa_certificate, found.c2pa_private_key)
+    return Marker(found.embed_prompt, signer)
+
+
 def upgrade_schema(settings: Settings) -> list[int]:
     """Apply the pending migrations to the configured database; their numbers."""
     raw, applied = upgrade_database(
@@ -101,11 +113,15 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
     flows = FlowService(db, clock, aliases, cascade)
     provider = provider or create_provider(settings)
     metrics = None
+    prices = {  # estimated USD per image, by provider
+        "gemini": settings.generation.gemini_price_per_image,
+        "openai": settings.generation.openai_price_per_image,
+    }
     if settings.server.metrics:
-        metrics = Metrics({"gemini": settings.generation.gemini_price_per_image})
+        metrics = Metrics(prices)
     generations = GenerationService(
         db, clock, settings, storage, aliases, flows, cascade, provider, owner=owner,
-        metrics=metrics,
+        metrics=metrics, marker=marker_for(settings),
     )  # fmt: skip
     if metrics is not None:
         db.on_busy = metrics.busy.inc
@@ -153,9 +169,7 @@ def open_services(settings: Settings, provider: ImageProvider | None = None) -> 
             db, clock, storage, cache, cascade, settings.cdn.max_variants_per_image
         ),
         signing=signing,
-        maintenance=Maintenance(
-            db, storage, cascade, {"gemini": settings.generation.gemini_price_per_image}
-        ),
+        maintenance=Maintenance(db, storage, cascade, prices),
         housekeeper=Housekeeper(
             db, clock, settings.live.hit_flush_seconds, feed, live, generations, limiter
         ),

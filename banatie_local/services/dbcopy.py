@@ -139,7 +139,7 @@ def copy_database(
     target: PeeweeDatabase,
     target_name: str,
     batch_size: int = 1000,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> CopyReport:
     """Copy every row of ``source`` into the empty ``target``, then check both."""
     _refuse_non_empty(target, target_name)
@@ -176,7 +176,7 @@ def _insert(
     target: PeeweeDatabase,
     insert: str,
     batch: list[tuple[Any, ...]],
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int], object] | None,
 ) -> None:
     if not batch:
         return

@@ -26,6 +26,7 @@ from banatie_local.services.context import Context
 from banatie_local.services.delivery import Delivery, deliver
 from banatie_local.services.generation_store import GenerationStore
 from banatie_local.services.imagefile import sniff
+from banatie_local.services.marking import Origin
 from banatie_local.services.owner import owner_alive
 from banatie_local.storage import Storage, StorageError
 
@@ -131,7 +132,8 @@ class GenerationRunner:
                     prompt=prompt, original_prompt=original, output_image_id=image_id,
                 )  # fmt: skip
 
-            await self.store.store(ctx, generation, existing, result, succeed)
+            origin = Origin(generation.id, self.provider.name, result.model, prompt)
+            await self.store.store(ctx, generation, existing, result, succeed, origin)
         except ProviderError as exc:
             await self._finish(generation, begun, meta, error=exc.message)
             return generation

@@ -6,6 +6,7 @@ file without a row, never a row without a file.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from banatie_local.services.aliases import AliasService
 from banatie_local.services.cascade import Cascade
 from banatie_local.services.context import Context
 from banatie_local.services.flows import FlowService
+from banatie_local.services.marking import Marker, Origin
 from banatie_local.services.validation import new_id
 from banatie_local.storage import Storage, image_key
 
@@ -43,6 +45,7 @@ class GenerationStore:
     aliases: AliasService
     flows: FlowService
     cascade: Cascade
+    marker: Marker
     # What a first output image gets, by generation, while its run is pending.
     outputs: dict[str, Output] = field(default_factory=dict)
 
@@ -53,31 +56,40 @@ class GenerationStore:
         existing: Image | None,
         result: GeneratedImage,
         succeed: Callable[[str], None],
+        origin: Origin,
     ) -> str:
-        """Write the output: over the existing output image (regeneration), else new;
-        ``succeed(image_id)`` runs in the same write as the image row."""
-        file_hash = hashlib.sha256(result.data).hexdigest()
+        """Write the output, marked with its provenance (``services/marking.py``): over
+        the existing output image (regeneration), else new; ``succeed(image_id)`` runs
+        in the same write as the image row."""
+        image_id = str(existing.id) if existing is not None else new_id()
+        data, file_hash = await asyncio.to_thread(
+            self._marked, result.data, result.mime_type, origin, image_id
+        )
         facts = {
             "mime_type": result.mime_type,
-            "file_size": len(result.data),
+            "file_size": len(data),
             "file_hash": file_hash,
             "width": result.width,
             "height": result.height,
         }
         if existing is not None:
-            await self.storage.put(existing.storage_key, result.data, result.mime_type)
+            await self.storage.put(existing.storage_key, data, result.mime_type)
             stale = await self.db.write(self.rewrite_image, existing.id, facts, succeed)
             await self.cascade.remove_files(stale)
             return str(existing.id)
-        image_id = new_id()
         key = image_key(ctx.organization.slug, ctx.project.slug, image_id)
-        await self.storage.put(key, result.data, result.mime_type)
+        await self.storage.put(key, data, result.mime_type)
         try:
             await self.db.write(self._insert_output, generation, image_id, key, facts, succeed)
         except BaseException:
             await self.cascade.remove_files([key])
             raise
         return image_id
+
+    def _marked(self, data: bytes, mime: str, origin: Origin, image_id: str) -> tuple[bytes, str]:
+        """The bytes to store and their hash (on a worker thread)."""
+        marked = self.marker.mark(data, mime, origin, image_id)
+        return marked, hashlib.sha256(marked).hexdigest()
 
     def rewrite_image(
         self,

@@ -47,6 +47,7 @@ from banatie_local.services.generation_run import (
     started_from,
 )
 from banatie_local.services.generation_store import GenerationStore, Output
+from banatie_local.services.marking import Marker
 from banatie_local.services.owner import owner_id
 from banatie_local.services.validation import is_uuid, new_id
 from banatie_local.storage import Storage
@@ -78,14 +79,16 @@ class GenerationService:
     provider: ImageProvider
     owner: str = field(default_factory=owner_id)  # this process, as lease holder
     metrics: Metrics | None = None
+    marker: Marker = field(default_factory=Marker)  # provenance written into outputs
     _tasks: set[asyncio.Task[Generation]] = field(default_factory=set, init=False)
     store: GenerationStore = field(init=False)
     runner: GenerationRunner = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = GenerationStore(
-            self.db, self.clock, self.storage, self.aliases, self.flows, self.cascade
-        )
+            self.db, self.clock, self.storage, self.aliases, self.flows, self.cascade,
+            self.marker,
+        )  # fmt: skip
         self.runner = GenerationRunner(
             self.db, self.clock, self.storage, self.provider, self.store, self.owner,
             metrics=self.metrics,

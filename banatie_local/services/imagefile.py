@@ -20,6 +20,7 @@ from PIL import UnidentifiedImageError
 
 from banatie_local.constants import MAX_IMAGE_PIXELS
 from banatie_local.errors import UnsupportedMediaTypeError, ValidationError
+from banatie_local.services.cleaning import strip_metadata
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +86,25 @@ def inspect(data: bytes) -> ImageFacts:
     if width <= 0 or height <= 0:
         raise invalid("the image has no pixels.")
     return ImageFacts(mime, width, height, len(data), hashlib.sha256(data).hexdigest())
+
+
+def clean_upload(data: bytes, strip: bool) -> tuple[bytes, ImageFacts]:
+    """An upload checked (``inspect``) and, with ``strip`` (``uploads.strip_metadata``),
+    without its EXIF, XMP, IPTC and comments, turned upright (``services/cleaning.py``);
+    the facts describe the bytes to store. CPU-bound: call it from a worker thread."""
+    facts = inspect(data)
+    if not strip:
+        return data, facts
+    try:
+        cleaned = strip_metadata(data, facts.mime_type)
+    except ValueError:
+        raise invalid(
+            "the file's structure could not be read to remove its metadata "
+            "(or send it with uploads.strip_metadata = false)."
+        ) from None
+    if cleaned is data or cleaned == data:
+        return data, facts
+    with PILImage.open(io.BytesIO(cleaned)) as img:
+        width, height = img.size
+    digest = hashlib.sha256(cleaned).hexdigest()
+    return cleaned, ImageFacts(facts.mime_type, width, height, len(cleaned), digest)

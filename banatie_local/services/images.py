@@ -4,6 +4,7 @@ lookup behind the CDN route (§6)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from banatie_local.services.cascade import Cascade
 from banatie_local.services.context import Context
 from banatie_local.services.flows import ABSENT, FlowChoice, FlowService, choose_flow
 from banatie_local.services.imagecache import CachedImage, ImageCache
-from banatie_local.services.imagefile import ImageFacts, inspect
+from banatie_local.services.imagefile import ImageFacts, clean_upload
 from banatie_local.services.validation import is_uuid, new_id
 from banatie_local.storage import Storage, image_key
 from banatie_local.storage.base import read_along
@@ -102,7 +103,10 @@ class ImageService:
             check_alias(upload.flow_alias, "flowAlias") if upload.flow_alias is not None else None
         )
         choice = choose_flow(upload.flow_id, flow_alias)
-        facts = await asyncio.to_thread(inspect, upload.data)
+        strip = self.settings.uploads.strip_metadata
+        data, facts = await asyncio.to_thread(clean_upload, upload.data, strip)
+        if data is not upload.data:
+            upload = dataclasses.replace(upload, data=data)
         return CheckedUpload(upload, choice, facts, alias, flow_alias)
 
     async def store_upload(self, ctx: Context, checked: CheckedUpload) -> Image:

@@ -31,6 +31,7 @@ from banatie_local.constants import MAX_LIVE_PROMPT_LENGTH
 from banatie_local.db.boundary import Database
 from banatie_local.db.models import LiveCacheEntry, LiveScope
 from banatie_local.errors import ValidationError
+from banatie_local.services.cascade import Tick
 from banatie_local.services.context import Context
 from banatie_local.services.generation_request import GenerationRequest
 from banatie_local.services.generations import GenerationService
@@ -188,9 +189,10 @@ class LiveService:
     async def delete_scope(self, scope: LiveScope) -> None:
         self.forget(await self.scopes.delete(scope))
 
-    async def purge(self, entries: list[LiveCacheEntry]) -> None:
-        """Drop cache entries and their unaliased images (``purge cache``)."""
-        await self.scopes.cascade.delete_live_entries(entries)
+    async def purge(self, entries: list[LiveCacheEntry], tick: Tick | None = None) -> None:
+        """Drop cache entries and their unaliased images (``purge cache``); ``tick(1)``
+        per file removed."""
+        await self.scopes.cascade.delete_live_entries(entries, tick)
         self.forget([entry.cache_key for entry in entries])
 
     # ------------------------------------------------------------ maintenance

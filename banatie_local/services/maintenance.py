@@ -23,7 +23,7 @@ from banatie_local.db.models import (
     OrphanFile,
     Project,
 )
-from banatie_local.services.cascade import Cascade
+from banatie_local.services.cascade import Cascade, Tick
 from banatie_local.storage import Storage
 
 # A file younger than this may belong to a write whose row is about to be committed.
@@ -37,6 +37,11 @@ class OrphanReport:
     recorded_files: list[str] = field(default_factory=list)  # from orphan_files
     temp_files: list[str] = field(default_factory=list)
     removed: bool = False
+
+    @property
+    def file_count(self) -> int:
+        """How many stored files a purge removes (what its progress counts)."""
+        return len(set(self.files_without_rows) | set(self.recorded_files))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,12 +100,13 @@ class Maintenance:
         report.temp_files = await self.storage.leftover_temp_files(cutoff)
         return report
 
-    async def purge_orphans(self, report: OrphanReport) -> None:
+    async def purge_orphans(self, report: OrphanReport, tick: Tick | None = None) -> None:
         """Remove what ``find_orphans`` found: files, rows (with their references, as
-        any image delete) and temp files; clear the recorded keys that went."""
+        any image delete) and temp files; clear the recorded keys that went.
+        ``tick(1)`` per file removed (``report.file_count`` in all)."""
         keys = sorted(set(report.files_without_rows) | set(report.recorded_files))
         await self.db.write(self._purge_rows, report.rows_without_files, keys)
-        await self.cascade.remove_files(keys)  # a key that fails again is re-recorded
+        await self.cascade.remove_files(keys, tick)  # a key that fails again is re-recorded
         await self.storage.remove_temp_files(report.temp_files)
         report.removed = True
 

@@ -18,11 +18,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import parse_qsl, quote, unquote, urlencode
+
+from cachetools import LRUCache
 
 from banatie_local.clock import Clock
 from banatie_local.db.boundary import Database
@@ -87,16 +90,25 @@ def _canonical(path: str, pairs: list[tuple[str, str]]) -> str:
     return head + "?" + "&".join(f"{name}={value}" for name, value in encoded)
 
 
-def _matches(known: ProjectSigning, message: bytes, wanted: bytes, now: float) -> bool:
-    """Whether ``wanted`` is the signature of ``message`` under a usable secret; every
-    secret is tried and compared in constant time."""
-    matched = False
+def _matches(known: ProjectSigning, message: bytes, wanted: bytes, now: float) -> float | None:
+    """Until when ``wanted`` is the signature of ``message`` under a usable secret
+    (``inf`` for the current one), or None; every secret is tried and compared in
+    constant time."""
+    found: float | None = None
     for secret, until in known.keys:
         mac = hmac.new(secret, message, hashlib.sha256).digest()
         expected = base64.urlsafe_b64encode(mac).rstrip(b"=")
         usable = until is None or now < until
-        matched |= hmac.compare_digest(expected, wanted) and usable
-    return matched
+        if hmac.compare_digest(expected, wanted) and usable:
+            found = math.inf if until is None else until
+    return found
+
+
+def _unexpired(expires: int | None) -> Verdict:
+    """A valid signature's verdict; 403 ``URL_EXPIRED`` once its ``exp`` has passed."""
+    if expires is not None and time.time() >= expires:
+        raise SignatureError("this signed URL has expired.", "URL_EXPIRED")
+    return Verdict(True, expires)
 
 
 def _encode(text: str) -> str:
@@ -125,6 +137,11 @@ class SigningService:
     clock: Clock
     grace_seconds: int
     _known: dict[tuple[str, str], ProjectSigning] = field(default_factory=dict)
+    # URLs whose signature matched: (org, project, path, query) -> (exp, secret usable
+    # until), so a signed HIT costs one lookup, not a parse and an HMAC
+    _verified: LRUCache[tuple[str, str, str, str], tuple[int | None, float]] = field(
+        default_factory=lambda: LRUCache(maxsize=50_000)
+    )
 
     # ------------------------------------------------------------- checking
 
@@ -144,6 +161,10 @@ class SigningService:
             known = await self.db.read(self.load, org, project)
             if known is None:
                 return UNSIGNED  # no such project: the route answers 404
+        memo = (org, project, path, query)
+        seen = self._verified.get(memo)
+        if seen is not None and time.time() < seen[1]:
+            return _unexpired(seen[0])  # checked before: only exp can have changed
         pairs = _pairs(query) if "sig" in query or known.requires(kind) else []
         presented = next((value for name, value in pairs if name == "sig"), None)
         if presented is None:
@@ -156,23 +177,22 @@ class SigningService:
         message = _canonical(path, pairs).encode()
         now = time.time()
         wanted = presented.encode("ascii", "replace")
-        matched = _matches(known, message, wanted, now)
-        if not matched and now - known.loaded_at > _RELOAD_SECONDS:
+        until = _matches(known, message, wanted, now)
+        if until is None and now - known.loaded_at > _RELOAD_SECONDS:
             # a secret made since (by another process) is not in the change log: look
             # once more, at most once a second per project
             known = await self.db.read(self.load, org, project) or known
-            matched = _matches(known, message, wanted, now)
-        if not matched:
+            until = _matches(known, message, wanted, now)
+        if until is None:
             raise SignatureError("the URL's signature does not match it.")
         # the decoded names, as signed: an encoded spelling of exp is still exp
-        expires = next((value for name, value in pairs if name == "exp"), None)
-        if expires is None:
-            return Verdict(True, None)
-        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
+        given = next((value for name, value in pairs if name == "exp"), None)
+        if given is not None and not (given.isascii() and given.isdigit() and len(given) <= 12):
             raise ValidationError("exp must be a time in Unix seconds.", field="exp")
-        if now >= int(expires):
-            raise SignatureError("this signed URL has expired.", "URL_EXPIRED")
-        return Verdict(True, int(expires))
+        expires = None if given is None else int(given)
+        verdict = _unexpired(expires)
+        self._verified[memo] = (expires, until)
+        return verdict
 
     def load(self, org: str, project: str) -> ProjectSigning | None:
         """A project's mode and usable secrets (inside a read), kept in memory."""
@@ -190,8 +210,12 @@ class SigningService:
         return known
 
     def forget(self) -> None:
-        """Drop what is known (a project changed here or in another process)."""
-        self._known.clear()
+        """Drop what is known (a project changed here or in another process). Called
+        from the writer thread too: fresh objects replace the old ones (one atomic
+        assignment each), so a request reading them on the loop never sees one
+        half-cleared."""
+        self._known = {}
+        self._verified = LRUCache(maxsize=50_000)
 
     # ------------------------------------------------------------- secrets (writes)
 

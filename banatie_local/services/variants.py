@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from cachetools import LRUCache
 from PIL import Image as PILImage
 from PIL import features
+from PIL.PngImagePlugin import PngImageFile, PngInfo
 
 from banatie_local.errors import ValidationError
+from banatie_local.services.containers import JPEG_XMP_MAX
 
 MAX_SIDE: Final = 4096
 DEFAULT_QUALITY: Final = 82
@@ -62,23 +65,28 @@ class VariantRequest:
     fit: str | None
     format: str | None  # None: the stored image's format
     quality: int
-
     auto: bool = False  # the format was chosen by Accept (the answer varies by it)
+    # the request as a string (after ``resolve``): the memory cache key
+    memo: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        memo = f"{self.width}|{self.height}|{self.fit}|{self.format}|{self.quality}|{self.auto}"
+        object.__setattr__(self, "memo", memo)
 
     def resolve(self, accept: str | None) -> VariantRequest:
         """``format=auto`` made concrete by the ``Accept`` header (avif > webp >
-        the stored format)."""
+        the stored format); the same object for the same header."""
         if self.format != "auto":
             return self
-        chosen = auto_format(accept)
-        return VariantRequest(self.width, self.height, self.fit, chosen, self.quality, True)
+        known = _RESOLVED.get((self, accept))
+        if known is None:
+            chosen = auto_format(accept)
+            known = VariantRequest(self.width, self.height, self.fit, chosen, self.quality, True)
+            _RESOLVED[(self, accept)] = known
+        return known
 
-    @property
-    def memo(self) -> str:
-        """The request as a string (after ``resolve``): the memory cache key."""
-        return f"{self.width}|{self.height}|{self.fit}|{self.format}|{self.quality}|{self.auto}"
 
-
+_RESOLVED: LRUCache[tuple[VariantRequest, str | None], VariantRequest] = LRUCache(maxsize=4096)
 _ACCEPTS: LRUCache[str, str | None] = LRUCache(maxsize=256)
 
 
@@ -240,6 +248,7 @@ def render(data: bytes, todo: Plan) -> bytes:
     """The variant's bytes (CPU-bound: run it off the event loop)."""
     with PILImage.open(io.BytesIO(data)) as opened:
         icc = opened.info.get("icc_profile")
+        carried = _carried(opened)
         if opened.format == "JPEG":  # decode at a reduced scale when that is enough
             opened.draft("RGB", (todo.width, todo.height))
         picture: PILImage.Image = opened.convert("RGBA") if opened.mode == "P" else opened.copy()
@@ -258,6 +267,7 @@ def render(data: bytes, todo: Plan) -> bytes:
     options: dict[str, Any] = {}
     if icc:
         options["icc_profile"] = icc
+    options.update(_metadata_options(todo.format, *carried))
     if todo.format in _LOSSY:
         options["quality"] = todo.quality
     if todo.format == "avif":
@@ -265,3 +275,53 @@ def render(data: bytes, todo: Plan) -> bytes:
     out = io.BytesIO()
     picture.save(out, _PIL_FORMAT[todo.format], **options)
     return out.getvalue()
+
+
+_PNG_TEXTS: Final = ("Software", "Comment", "Description")
+
+
+def _carried(opened: PILImage.Image) -> tuple[bytes | None, dict[str, str]]:
+    """What a variant keeps of its image's metadata: the XMP packet and (of a PNG)
+    the text that image tools show, so a variant of a generated image says what made
+    it (API.md §14) and a variant of a cleaned upload says nothing."""
+    xmp = opened.info.get("xmp")
+    if isinstance(xmp, str):
+        xmp = xmp.encode()
+    texts: dict[str, str] = {}
+    if isinstance(opened, PngImageFile):
+        found = opened.text  # reads the text chunks, also those after the pixels
+        texts = {k: str(found[k]) for k in _PNG_TEXTS if k in found}
+    return (xmp if isinstance(xmp, bytes) and xmp else None), texts
+
+
+def _metadata_options(fmt: str, xmp: bytes | None, texts: dict[str, str]) -> dict[str, Any]:
+    """Pillow's save options that write them: ``xmp=`` for JPEG, WebP and AVIF, text
+    chunks for PNG (Pillow ignores ``xmp=`` there)."""
+    if fmt == "jpeg" and xmp is not None:
+        xmp = _fit_one_segment(xmp)
+    if fmt != "png":
+        return {"xmp": xmp} if xmp else {}
+    if not xmp and not texts:
+        return {}
+    info = PngInfo()
+    if xmp:
+        info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
+    for key, value in texts.items():
+        if value.isascii() or all(ord(c) < 256 for c in value):
+            info.add_text(key, value)
+        else:
+            info.add_itxt(key, value)
+    return {"pnginfo": info}
+
+
+def _fit_one_segment(xmp: bytes) -> bytes | None:
+    """A packet that fits one JPEG APP1 segment: our packets hold the prompt twice
+    (``dc:description`` and ``banatie:Prompt``), so a long one loses the first copy;
+    a packet still too large is not carried at all rather than cut mid-XML."""
+    if len(xmp) <= JPEG_XMP_MAX:
+        return xmp
+    slim = _DESCRIPTION.sub(b"", xmp)
+    return slim if len(slim) <= JPEG_XMP_MAX else None
+
+
+_DESCRIPTION: Final = re.compile(rb"<dc:description>.*?</dc:description>", re.S)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ from banatie_local.providers.gemini import GeminiProvider
 from tests.conftest import Running
 from tests.fakes.gemini import RATIO_SIZES, Answer, FakeGemini, Recorded, png_for_ratio
 from tests.helpers import free_port, make_settings
-from tests.imagedata import jpeg_bytes, png_bytes
+from tests.imagedata import jpeg_bytes, pixels, png_bytes
 
 KEY = "test-key-123"
 GENERATIONS = "/api/v1/generations"
@@ -407,10 +408,12 @@ def test_generation_sends_enhancement_then_image_request(
     returned = png_for_ratio("16:9")
     assert (output["width"], output["height"]) == RATIO_SIZES["16:9"] != (1792, 1008)
     assert output["mimeType"] == "image/png"
-    assert output["fileSize"] == len(returned)
     cdn = running.client.get(f"/cdn/default/default/img/{output['id']}")
     assert cdn.status_code == 200
-    assert cdn.content == returned
+    # the model's pixels, in a file that now also says what made it (API.md §14)
+    assert pixels(cdn.content) == pixels(returned)
+    assert output["fileSize"] == len(cdn.content) > len(returned)
+    assert output["fileHash"] == hashlib.sha256(cdn.content).hexdigest()
 
 
 def test_output_records_the_real_size_of_the_model_image(

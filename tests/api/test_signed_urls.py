@@ -860,7 +860,7 @@ def cli(app: Running, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith("BANATIE_") and name != "GEMINI_API_KEY"
+        if not name.startswith("BANATIE_") and name not in ("GEMINI_API_KEY", "OPENAI_API_KEY")
     }
     command = [sys.executable, "-m", "banatie_local", *args]
     command += ["--data-dir", str(app.settings.data_dir)]

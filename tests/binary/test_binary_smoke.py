@@ -30,8 +30,9 @@ pytestmark = [
 
 
 def clean_env() -> dict[str, str]:
+    keys = ("GEMINI_API_KEY", "OPENAI_API_KEY")
     return {k: v for k, v in os.environ.items()
-            if not k.startswith("BANATIE_") and k != "GEMINI_API_KEY"}  # fmt: skip
+            if not k.startswith("BANATIE_") and k not in keys}  # fmt: skip
 
 
 def run(*args: str, data: Path) -> subprocess.CompletedProcess[str]:
@@ -159,3 +160,37 @@ def test_serve_with_two_workers_from_the_binary(data: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def test_mcp_over_stdio_and_http_from_the_binary(
+    served: tuple[subprocess.Popen[str], str, str], data: Path
+) -> None:
+    """The MCP door from the frozen executable: ``mcp`` over stdio with the SDK's
+    client (the SDK loads inside the binary), and ``POST /mcp`` on its server."""
+    import asyncio
+
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    _, url, key = served
+    assert BINARY
+    params = StdioServerParameters(command=BINARY, args=["--data-dir", str(data), "mcp"])
+
+    async def session() -> tuple[set[str], bool]:
+        async with Client(params, mode="legacy") as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            made = await client.call_tool("generate_image", {"prompt": "a lighthouse"})
+            return names, bool(made.is_error)
+
+    names, failed = asyncio.run(session())
+    assert "generate_image" in names
+    assert not failed
+    message = {
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "smoke", "version": "1"}},
+    }  # fmt: skip
+    headers = {"X-API-Key": key, "Accept": "application/json, text/event-stream"}
+    answer = httpx.post(f"{url}/mcp", json=message, headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"]["serverInfo"]["name"] == "banatie-local"

@@ -40,7 +40,7 @@ Run = Callable[..., Result]
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No host settings, and a working directory with no banatie.toml in it."""
     for name in list(os.environ):
-        if name.startswith("BANATIE_") or name == "GEMINI_API_KEY":
+        if name.startswith("BANATIE_") or name in ("GEMINI_API_KEY", "OPENAI_API_KEY"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 
@@ -862,6 +862,7 @@ def test_every_expected_command_exists() -> None:
         ("init",),
         ("serve",),
         ("generate",),
+        ("mcp",),
         ("version",),
         ("keys",),
         ("keys", "create"),

@@ -33,7 +33,7 @@ OFFLINE_MODEL = "offline-renderer-1"
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No host settings, and a working directory with no banatie.toml in it."""
     for name in list(os.environ):
-        if name.startswith("BANATIE_") or name == "GEMINI_API_KEY":
+        if name.startswith("BANATIE_") or name in ("GEMINI_API_KEY", "OPENAI_API_KEY"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 
@@ -228,7 +228,9 @@ def test_generate_before_init_is_a_clean_error(run: Run) -> None:
 
 def test_unwritable_output_is_a_clean_error(initialized: Run, db_path: Path) -> None:
     result = initialized("generate", "a boat", "-o", "missing/dir/out.png")
-    assert_clean_failure(result, "missing/dir/out.png")
+    line = assert_clean_failure(result, "missing/dir/out.png")
+    assert "nothing was generated" in line
+    assert count(db_path, "generations") == 0  # refused before anything was spent
 
 
 def test_failing_provider_exits_1_and_keeps_the_failed_record(

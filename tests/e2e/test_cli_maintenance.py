@@ -47,7 +47,7 @@ IMG_PREFIX = "default/default/img"
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No host settings, and a working directory with no banatie.toml in it."""
     for name in list(os.environ):
-        if name.startswith("BANATIE_") or name == "GEMINI_API_KEY":
+        if name.startswith("BANATIE_") or name in ("GEMINI_API_KEY", "OPENAI_API_KEY"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 
@@ -597,6 +597,7 @@ SAFETY_NOTES: dict[tuple[str, ...], list[str]] = {
     ("purge", "orphans"): ["Safe to run beside a server", "--dry-run changes nothing"],
     ("stats",): ["Read-only"],
     ("generate",): ["the failed record stays"],
+    ("mcp",): ["may delete images of the project, and that cannot be undone"],
 }
 
 

@@ -41,7 +41,7 @@ from tests.e2e.test_serve_subprocess import (
 )
 from tests.fakes.gemini import Answer, FakeGemini
 from tests.helpers import free_port, sqlite
-from tests.imagedata import noise_png, png_bytes
+from tests.imagedata import noise_png, pixels, png_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -528,8 +528,10 @@ def test_sigkill_between_an_in_place_write_and_its_row_update(
     generation = made.json()["data"]
     assert generation["status"] == "success"
     image = generation["outputImage"]
-    assert image["fileHash"] == hashlib.sha256(first_png).hexdigest()
     path = storage_of(data_dir) / image["storageKey"]
+    # the model's pixels, in a file that also says what made it (API.md §14)
+    assert pixels(path.read_bytes()) == pixels(first_png)
+    assert image["fileHash"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
     def regenerate() -> None:
         with first.client(key) as client, contextlib.suppress(httpx.TransportError):
@@ -541,7 +543,7 @@ def test_sigkill_between_an_in_place_write_and_its_row_update(
     lock = sqlite3.connect(data_dir / "banatie.db", isolation_level=None, timeout=5)
     try:
         lock.execute("BEGIN IMMEDIATE")
-        wait_until(lambda: path.read_bytes() == second_png, 5, "the new bytes stored")
+        wait_until(lambda: pixels(path.read_bytes()) == pixels(second_png), 5, "the new bytes")
         first.sigkill()
         lock.execute("ROLLBACK")
     finally:

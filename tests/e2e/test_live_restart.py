@@ -34,7 +34,7 @@ def clean_env(**settings: str) -> dict[str, str]:
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith("BANATIE_") and name != "GEMINI_API_KEY"
+        if not name.startswith("BANATIE_") and name not in ("GEMINI_API_KEY", "OPENAI_API_KEY")
     }
     env.update(settings)
     return env

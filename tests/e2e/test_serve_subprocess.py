@@ -34,7 +34,7 @@ def clean_env() -> dict[str, str]:
     return {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith("BANATIE_") and name != "GEMINI_API_KEY"
+        if not name.startswith("BANATIE_") and name not in ("GEMINI_API_KEY", "OPENAI_API_KEY")
     }
 
 
@@ -185,6 +185,8 @@ def test_first_serve_prints_both_keys_once(first_run: FirstRun) -> None:
     assert out.count(project_key) == 2
     assert sum("serving on" in line for line in out.splitlines()) == 1
     assert f"serving on http://127.0.0.1:{first_run.port}" in out
+    assert f"gallery:  http://127.0.0.1:{first_run.port}/\n" in out
+    assert f"API docs: http://127.0.0.1:{first_run.port}/docs\n" in out
     assert "provider: offline" in out
     assert "storage: local" in out
 

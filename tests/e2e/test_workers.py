@@ -80,7 +80,7 @@ class Cluster:
 
 
 def _env() -> dict[str, str]:
-    ours = ("BANATIE_", "GEMINI_API_KEY")
+    ours = ("BANATIE_", "GEMINI_API_KEY", "OPENAI_API_KEY")
     return {k: v for k, v in os.environ.items() if not k.startswith(ours)}
 
 

@@ -497,6 +497,35 @@ def _sign_url(w: World) -> Checks:
     return Checks(now=[only_own_paths])
 
 
+@case("POST", "/mcp")
+def _mcp(w: World) -> Checks:
+    headers = {"Accept": "application/json, text/event-stream", "X-API-Key": w.b_key}
+
+    def call(tool: str, **arguments: Any) -> dict[str, Any]:
+        message = {
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments},
+        }  # fmt: skip
+        answer = w.app.client.post("/mcp", json=message, headers=headers)
+        assert answer.status_code == 200, answer.text
+        result: dict[str, Any] = answer.json()["result"]
+        return result
+
+    def only_b(w: World) -> None:
+        listed = json.dumps(call("list_images", limit=100))
+        assert w.b_image in listed
+        for image_id in w.a_images:
+            assert image_id not in listed
+        for ref in (*w.a_images, "@hero", "@fox"):
+            assert call("get_image", image=ref)["isError"] is True
+            assert call("delete_image", image=ref)["isError"] is True
+            assert call("set_alias", image=ref, alias="@taken")["isError"] is True
+        made = call("generate_image", prompt="a red fox", reference_images=["@hero"])
+        assert made["isError"] is True  # A's alias is no reference for B
+
+    return Checks(now=[only_b])
+
+
 @case("POST", "/api/v1/images/upload")
 def _upload(w: World) -> Checks:
     def foreign_flows_refused(w: World) -> None:
@@ -1180,7 +1209,7 @@ def test_bootstrap_gives_out_one_master_key_however_many_ask(start_server: Start
 def cli_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
     """Run the CLI in-process on a fresh data directory; returns stdout and stderr."""
     for name in list(os.environ):
-        if name.startswith("BANATIE_") or name == "GEMINI_API_KEY":
+        if name.startswith("BANATIE_") or name in ("GEMINI_API_KEY", "OPENAI_API_KEY"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
@@ -1468,10 +1497,21 @@ def test_oversized_or_hostile_meta_field_is_refused(start_server: Start, meta: s
     unchanged()
 
 
-def test_accepted_images_are_served_with_the_type_of_their_bytes(app: Running) -> None:
+def test_accepted_images_are_served_with_the_type_of_their_bytes(
+    start_server: Start,
+) -> None:
     """A PNG sent as ``text/html`` with an HTML file name, and carrying HTML after its
-    end, is stored byte for byte under its own key and always served as image/png."""
+    end, is stored under its own key and always served as image/png: cleaned of the
+    HTML by default, byte for byte with ``uploads.strip_metadata`` off."""
     polyglot = png_bytes(16, 16) + HTML
+    cleaning = start_server()
+    cleaned = data_of(upload(cleaning, polyglot, "../../index.html", "text/html"))
+    served = cleaning.client.get(f"/cdn/default/default/img/{cleaned['id']}")
+    assert served.headers["content-type"] == "image/png"
+    assert served.content == png_bytes(16, 16)  # what follows the image's end is gone
+    assert cleaned["fileSize"] == len(served.content)
+    cleaning.stop()
+    app = start_server(uploads__strip_metadata=False)
     data = data_of(upload(app, polyglot, "../../index.html", "text/html", alias="@page"))
     assert data["mimeType"] == "image/png"
     assert data["storageKey"] == f"default/default/img/{data['id']}"

@@ -7,8 +7,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from banatie_local.http.auth import services_of
-from banatie_local.http.public import public_image, public_variant, signed
-from banatie_local.services.variants import parse_variant
+from banatie_local.http.public import public_image, public_variant, signed, variant_of
 
 
 async def cdn_image(request: Request, org: str, project: str, ref: str) -> HTTPResponse:
@@ -16,7 +15,7 @@ async def cdn_image(request: Request, org: str, project: str, ref: str) -> HTTPR
     ``If-None-Match`` answers 304."""
     verdict = await signed(request, org, project, "image")
     missing = f"image {ref} does not exist."
-    want = parse_variant(request.args.get) if request.query_string else None
+    want = variant_of(request)
     if want is not None:
         return await public_variant(request, verdict, (org, project, ref), want, missing)
     fetch = services_of(request).images.public_fetch
