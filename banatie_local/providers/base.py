@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from PIL import Image as PILImage
 
@@ -55,3 +57,17 @@ def measure(data: bytes) -> tuple[int, int]:
     with PILImage.open(io.BytesIO(data)) as img:
         width, height = img.size
     return int(width), int(height)
+
+
+# Answers a provider call is retried on (rate limited, or the server's own failure).
+RETRY_STATUS: Final = frozenset({429, 500, 502, 503, 504})
+
+
+async def backoff(
+    log: logging.Logger, label: str, first_delay: float, attempt: int, status: int | None
+) -> None:
+    """Wait before retry ``attempt`` (0-based) of a provider call: ``first_delay``
+    doubled per attempt, at most 30 s; the wait is logged once, on ``log``."""
+    delay = min(first_delay * (2**attempt), 30.0)
+    log.warning("%s answered %s; retrying in %.2f s", label, status, delay)
+    await asyncio.sleep(delay)

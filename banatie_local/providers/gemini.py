@@ -19,12 +19,18 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from banatie_local.config import GenerationSettings
-from banatie_local.providers.base import GeneratedImage, ProviderError, ReferenceImage, measure
+from banatie_local.providers.base import (
+    RETRY_STATUS,
+    GeneratedImage,
+    ProviderError,
+    ReferenceImage,
+    backoff,
+    measure,
+)
 from banatie_local.providers.enhance import INSTRUCTION, TEMPLATE_STYLES
 
 log = logging.getLogger(__name__)
 
-_RETRY_STATUS = {429, 500, 502, 503, 504}
 _BLOCKED_FINISH = {
     "SAFETY",
     "IMAGE_SAFETY",
@@ -94,8 +100,10 @@ class GeminiProvider:
                     timeout=self.settings.timeout_seconds,
                 )
             except genai_errors.APIError as exc:
-                if exc.code in _RETRY_STATUS and attempt < self.settings.max_retries:
-                    await self._backoff(attempt, exc.code)
+                if exc.code in RETRY_STATUS and attempt < self.settings.max_retries:
+                    await backoff(
+                        log, "Gemini", self.settings.retry_backoff_seconds, attempt, exc.code
+                    )
                     attempt += 1
                     continue
                 raise self._api_error(exc) from None
@@ -113,11 +121,6 @@ class GeminiProvider:
                 raise ProviderError(
                     f"the Gemini call failed ({type(exc).__name__}).", "error"
                 ) from None
-
-    async def _backoff(self, attempt: int, status: int | None) -> None:
-        delay = min(self.settings.retry_backoff_seconds * (2**attempt), 30.0)
-        log.warning("Gemini answered %s; retrying in %.2f s", status, delay)
-        await asyncio.sleep(delay)
 
     def _api_error(self, exc: genai_errors.APIError) -> ProviderError:
         code = exc.code or 0

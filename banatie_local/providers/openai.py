@@ -33,7 +33,13 @@ from PIL import Image as PILImage
 
 from banatie_local.config import GenerationSettings
 from banatie_local.constants import ASPECT_RATIOS, MAX_IMAGE_PIXELS
-from banatie_local.providers.base import GeneratedImage, ProviderError, ReferenceImage
+from banatie_local.providers.base import (
+    RETRY_STATUS,
+    GeneratedImage,
+    ProviderError,
+    ReferenceImage,
+    backoff,
+)
 from banatie_local.providers.enhance import INSTRUCTION, TEMPLATE_STYLES, template_rewrite
 
 log = logging.getLogger(__name__)
@@ -41,7 +47,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 OPENAI_HOST: Final = "api.openai.com"
-_RETRY_STATUS: Final = {429, 500, 502, 503, 504}
 # OpenAI's codes for a prompt or image its moderation refused
 _SAFETY_CODES: Final = {"moderation_blocked", "content_policy_violation", "content_filter"}
 _FORMATS: Final = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
@@ -147,8 +152,14 @@ class OpenAiProvider:
             try:
                 return await asyncio.wait_for(request(), timeout=self.settings.timeout_seconds)
             except openai.APIStatusError as exc:
-                if exc.status_code in _RETRY_STATUS and attempt < self.settings.max_retries:
-                    await self._backoff(attempt, exc.status_code)
+                if exc.status_code in RETRY_STATUS and attempt < self.settings.max_retries:
+                    await backoff(
+                        log,
+                        self.label,
+                        self.settings.retry_backoff_seconds,
+                        attempt,
+                        exc.status_code,
+                    )
                     attempt += 1
                     continue
                 raise self._status_error(exc) from None
@@ -167,11 +178,6 @@ class OpenAiProvider:
                 raise ProviderError(
                     f"the call to {self.label} failed ({type(exc).__name__}).", "error"
                 ) from None
-
-    async def _backoff(self, attempt: int, status: int) -> None:
-        delay = min(self.settings.retry_backoff_seconds * (2**attempt), 30.0)
-        log.warning("%s answered %s; retrying in %.2f s", self.label, status, delay)
-        await asyncio.sleep(delay)
 
     def _timeout(self) -> ProviderError:
         return ProviderError(

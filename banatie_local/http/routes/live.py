@@ -9,7 +9,7 @@ from sanic.response import HTTPResponse
 from banatie_local.http.auth import context_of, services_of
 from banatie_local.http.clientip import limited_client
 from banatie_local.http.prepared import cached_response, etag_matches, hit_headers, prepared
-from banatie_local.http.public import not_modified, signed, variant_entry
+from banatie_local.http.public import not_modified, variant_entry
 from banatie_local.services.imagecache import CachedImage
 from banatie_local.services.live import KnownQuery, LiveResult
 from banatie_local.services.signing import UNSIGNED
@@ -47,9 +47,10 @@ async def live_url(request: Request, org: str, project: str, scope: str) -> HTTP
     live = services.live
     query = request.query_string
     # a required or presented signature is checked before anything else
+    signing = services.signing
     verdict = UNSIGNED
-    if not services.signing.quick_pass(org, project, query, "live"):
-        verdict = await signed(request, org, project, "live")
+    if not signing.quick_pass(org, project, query, "live"):  # inline: no coroutine on a HIT
+        verdict = await signing.check(org, project, request.path, query, "live")
     # the hot path: a repeat query and a cached image cost two dictionary lookups
     known = live.remembered(org, project, scope, query)
     if known is None:
